@@ -1,0 +1,5 @@
+"""``python -m noiseunet`` (and ``accelerate launch -m noiseunet``)."""
+
+from noiseunet.cli import main
+
+main()

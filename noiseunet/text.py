@@ -1,0 +1,76 @@
+"""Text conditioning: a CLIP tokenizer and text encoder, loaded by name or built from scratch offline.
+
+Stable Diffusion conditions on the last hidden states of a frozen CLIP text encoder (Radford et al. 2021).
+Users with internet pass a hub name (``openai/clip-vit-large-patch14``) or a local folder. Without one,
+a small CLIP text model is built from a ``CLIPTextConfig`` and a byte-level BPE tokenizer is trained on
+the training captions, both in the standard classes so they save and load with ``from_pretrained`` and
+plug into diffusers pipelines unchanged.
+"""
+
+import json
+import os
+from typing import Iterable
+
+import torch
+from tokenizers import pre_tokenizers
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+MAX_LENGTH = 77  # CLIP's context length; every SD pipeline pads prompts to it
+
+
+def train_tokenizer(captions: Iterable[str], vocab_size: int = 1000) -> CLIPTokenizer:
+    """A CLIP BPE tokenizer (same normalisation and byte-level pre-tokenisation) trained on ``captions``.
+
+    Every byte stays encodable, alone or ending a word, so unseen words and punctuation never become
+    unknown tokens; the caption vocabulary itself becomes whole-word tokens.
+    """
+    trained = CLIPTokenizer().train_new_from_iterator(
+        captions, vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    model = json.loads(trained.backend_tokenizer.to_str())["model"]
+    vocab, merges = model["vocab"], model["merges"]
+    for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        for token in (char, char + "</w>"):
+            vocab.setdefault(token, len(vocab))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LENGTH)
+
+
+def build_text_encoder(
+    tokenizer: CLIPTokenizer, hidden_size: int = 256, num_layers: int = 4, num_heads: int = 4
+) -> CLIPTextModel:
+    """A randomly initialised CLIP text transformer sized for ``tokenizer``'s vocabulary."""
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 4,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        max_position_embeddings=MAX_LENGTH,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config)
+
+
+def load_text_encoder(name_or_path: str) -> tuple[CLIPTokenizer, CLIPTextModel]:
+    """Tokenizer and text encoder from a hub name or folder: a CLIP model itself, or a diffusers pipeline
+    folder/repo holding them under ``tokenizer/`` and ``text_encoder/``."""
+    is_pipeline = os.path.isdir(os.path.join(name_or_path, "text_encoder"))
+    if not os.path.isdir(name_or_path):
+        from huggingface_hub import file_exists
+
+        is_pipeline = file_exists(name_or_path, "text_encoder/config.json")
+    tokenizer_folder, encoder_folder = ("tokenizer", "text_encoder") if is_pipeline else ("", "")
+    tokenizer = CLIPTokenizer.from_pretrained(name_or_path, subfolder=tokenizer_folder)
+    text_encoder = CLIPTextModel.from_pretrained(name_or_path, subfolder=encoder_folder, use_safetensors=True)
+    return tokenizer, text_encoder
+
+
+def encode_prompts(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompts: list[str]) -> torch.Tensor:
+    """(len(prompts), 77, hidden) last hidden states: the ``encoder_hidden_states`` the UNet attends to."""
+    ids = tokenizer(
+        prompts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt"
+    ).input_ids.to(text_encoder.device)
+    return text_encoder(ids)[0]
