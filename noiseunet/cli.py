@@ -1,44 +1,156 @@
-"""Command line: ``noiseunet <command>`` (also ``python -m noiseunet``)."""
+"""Command line: ``noiseunet train | sample | evaluate | main`` (also ``python -m noiseunet``)."""
 
 import argparse
-import time
+import json
+import sys
+from pathlib import Path
 
-import torch
+from .training.config import TrainConfig
+
+DEFAULT_PROMPTS = [  # the main job's grid: seen combinations, then held-out ones (never in training)
+    "a red circle on the left", "a yellow square in the middle", "a purple triangle on the right",
+    "a white circle in the middle", "a red triangle on the left", "a green circle on the right",
+    "a blue square in the middle",
+]
 
 
-def smoke(args: argparse.Namespace) -> None:
-    """Build the default NoiseUNet, take one training step and run a short sampling loop."""
-    from diffusers import DDIMScheduler
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig()
+    a = parser.add_argument
+    a("--data", default=None, help="image folder with metadata.jsonl/csv, a saved datasets folder, a dataset "
+      "name, or 'shapes' (default: the built-in shapes data)")
+    a("--output", dest="output_dir", default=defaults.output_dir, help="where the pipeline folder is written")
+    a("--caption-column", default=defaults.caption_column)
+    a("--image-column", default=defaults.image_column)
+    a("--resolution", type=int, default=defaults.resolution)
+    a("--random-crop", action="store_true")
+    a("--no-flip", dest="flip", action="store_false", help="never mirror images (never done for left/right captions)")
+    a("--caption-dropout", type=float, default=defaults.caption_dropout)
+    a("--text-encoder", default=None, help="CLIP text encoder name or folder (default: build a small one)")
+    a("--train-text-encoder", action=argparse.BooleanOptionalAction, default=None)
+    a("--vae", default=None, help="AutoencoderKL name or folder for latent diffusion (default: pixel space)")
+    a("--unet-config", default=None, help="JSON file or string of NoiseUNet config overrides")
+    a("--beta-schedule", default=defaults.beta_schedule, choices=["linear", "scaled_linear", "squaredcos_cap_v2"])
+    a("--prediction-type", default=defaults.prediction_type, choices=["epsilon", "v_prediction"])
+    a("--snr-gamma", type=float, default=defaults.snr_gamma, help="min-SNR-gamma weighting (0 = off)")
+    a("--offset-noise", type=float, default=defaults.offset_noise)
+    a("--batch-size", type=int, default=defaults.batch_size, help="per process")
+    a("--gradient-accumulation-steps", type=int, default=defaults.gradient_accumulation_steps)
+    a("--learning-rate", type=float, default=defaults.learning_rate)
+    a("--max-steps", type=int, default=None)
+    a("--max-minutes", type=float, default=defaults.max_minutes, help="time budget (0 = none)")
+    a("--mixed-precision", default=defaults.mixed_precision, choices=["auto", "no", "bf16", "fp16"])
+    a("--gradient-checkpointing", action="store_true")
+    a("--compile", action="store_true", help="torch.compile the UNet")
+    a("--seed", type=int, default=defaults.seed)
+    a("--num-workers", type=int, default=defaults.num_workers)
+    a("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    a("--resume", default=None, help="'latest' or a checkpoint folder")
 
-    from noiseunet import NoiseUNet
 
-    torch.manual_seed(args.seed)
-    model = NoiseUNet()
-    print(f"NoiseUNet: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
-    x0 = torch.randn(4, 3, 32, 32)
-    text = torch.randn(4, 8, model.config.cross_attention_dim)
-    noise, t = torch.randn_like(x0), torch.randint(0, 1000, (4,))
-    start = time.perf_counter()
-    loss = torch.nn.functional.mse_loss(model(x0 + noise, t, text).sample, noise)
-    loss.backward()
-    print(f"forward+backward: loss {loss.item():.4f} in {time.perf_counter() - start:.2f}s")
-    scheduler = DDIMScheduler()
-    scheduler.set_timesteps(10)
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        for t in scheduler.timesteps:
-            x = scheduler.step(model(x, t, text[:2]).sample, t, x).prev_sample
-    print(f"sampling: 10 DDIM steps -> {tuple(x.shape)}, finite={bool(torch.isfinite(x).all())}")
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    fields = TrainConfig.__dataclass_fields__
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    if args.unet_config:
+        text = Path(args.unet_config).read_text() if Path(args.unet_config).is_file() else args.unet_config
+        values["unet"] = {**TrainConfig().unet, **json.loads(text)}
+    values["snr_gamma"] = args.snr_gamma or None
+    values["max_minutes"] = args.max_minutes or None
+    return TrainConfig(**values)
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from .training import train
+
+    train(train_config(args))
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, steps: int = 20) -> None:
+    from .pipeline import SCHEDULERS
+
+    parser.add_argument("--scheduler", default="dpm++", choices=list(SCHEDULERS))
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--guidance-scale", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=64)
+
+
+def run_sample(args: argparse.Namespace) -> None:
+    from .grid import image_grid
+    from .pipeline import NoiseUNetPipeline, generate, use_scheduler
+
+    pipe = use_scheduler(NoiseUNetPipeline.from_pretrained(args.dir), args.scheduler)
+    rows = generate(pipe, args.prompts, args.num_images, args.seed, args.batch_size, args.negative_prompt,
+                    num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(rows, args.prompts).save(out)
+    print(f"grid: {out}")
+    if args.out_dir:
+        folder = Path(args.out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, row in enumerate(rows):
+            for k, image in enumerate(row):
+                image.save(folder / f"prompt{i:02d}_seed{args.seed + k}.png")
+        print(f"images: {folder}")
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate, format_report
+
+    report = evaluate(args.dir, args.images_per_prompt, args.scheduler, args.steps, args.guidance_scale, args.seed,
+                      args.batch_size)
+    print(format_report(report))
+    print(f"report: {Path(args.dir) / 'evaluation.json'}, picture: {Path(args.dir) / 'evaluation.png'}")
+
+
+def run_main(args: argparse.Namespace) -> None:
+    """Train on the built-in shapes for the budget, draw a grid of prompts, evaluate adherence."""
+    from .training import train
+
+    output = train(train_config(args))
+    sample_args = argparse.Namespace(dir=output, prompts=DEFAULT_PROMPTS, num_images=6, negative_prompt=None,
+                                     out=str(output / "samples.png"), out_dir=None, scheduler="dpm++", steps=20,
+                                     guidance_scale=3.0, seed=0, batch_size=64)
+    run_sample(sample_args)
+    run_evaluate(argparse.Namespace(dir=output, images_per_prompt=args.images_per_prompt, scheduler="dpm++",
+                                    steps=20, guidance_scale=3.0, seed=0, batch_size=128))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="noiseunet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    job = commands.add_parser("main", help="the main job (for now: a model smoke test)")
-    job.add_argument("--seed", type=int, default=0)
-    job.set_defaults(run=smoke)
+
+    train_parser = commands.add_parser("train", help="train on image-caption pairs")
+    add_train_arguments(train_parser)
+    train_parser.set_defaults(run=run_train)
+
+    sample_parser = commands.add_parser("sample", help="generate a labelled grid from prompts")
+    sample_parser.add_argument("dir", help="a folder written by `noiseunet train`")
+    sample_parser.add_argument("prompts", nargs="+")
+    sample_parser.add_argument("--num-images", type=int, default=4, help="per prompt")
+    sample_parser.add_argument("--negative-prompt", default=None)
+    sample_parser.add_argument("--out", default="samples.png", help="the grid (a row per prompt)")
+    sample_parser.add_argument("--out-dir", default=None, help="also save every image here")
+    add_sampling_arguments(sample_parser)
+    sample_parser.set_defaults(run=run_sample)
+
+    evaluate_parser = commands.add_parser("evaluate", help="measure prompt adherence on the shapes prompts")
+    evaluate_parser.add_argument("dir")
+    evaluate_parser.add_argument("--images-per-prompt", type=int, default=4)
+    add_sampling_arguments(evaluate_parser)
+    evaluate_parser.set_defaults(run=run_evaluate)
+
+    main_parser = commands.add_parser("main", help="train on the built-in shapes, sample a grid, evaluate")
+    add_train_arguments(main_parser)
+    main_parser.add_argument("--images-per-prompt", type=int, default=4)
+    main_parser.set_defaults(run=run_main, output_dir="runs/main")
+
     args = parser.parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"noiseunet {args.command}: error: {error}")
 
 
 if __name__ == "__main__":

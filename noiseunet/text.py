@@ -18,11 +18,13 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 MAX_LENGTH = 77  # CLIP's context length; every SD pipeline pads prompts to it
 
 
-def train_tokenizer(captions: Iterable[str], vocab_size: int = 1000) -> CLIPTokenizer:
+def train_tokenizer(captions: Iterable[str], vocab_size: int = 1000, max_length: int = MAX_LENGTH) -> CLIPTokenizer:
     """A CLIP BPE tokenizer (same normalisation and byte-level pre-tokenisation) trained on ``captions``.
 
     Every byte stays encodable, alone or ending a word, so unseen words and punctuation never become
-    unknown tokens; the caption vocabulary itself becomes whole-word tokens.
+    unknown tokens; the caption vocabulary itself becomes whole-word tokens. ``max_length`` (at most 77)
+    is the padded prompt length: short captions need far fewer than CLIP's 77 tokens, and every
+    cross-attention layer pays for each one.
     """
     trained = CLIPTokenizer().train_new_from_iterator(
         captions, vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
@@ -33,7 +35,7 @@ def train_tokenizer(captions: Iterable[str], vocab_size: int = 1000) -> CLIPToke
         for token in (char, char + "</w>"):
             vocab.setdefault(token, len(vocab))
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LENGTH)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=min(max_length, MAX_LENGTH))
 
 
 def build_text_encoder(
@@ -69,8 +71,9 @@ def load_text_encoder(name_or_path: str) -> tuple[CLIPTokenizer, CLIPTextModel]:
 
 
 def encode_prompts(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompts: list[str]) -> torch.Tensor:
-    """(len(prompts), 77, hidden) last hidden states: the ``encoder_hidden_states`` the UNet attends to."""
+    """(len(prompts), tokens, hidden) last hidden states (tokens = the tokenizer's length, at most 77): the ``encoder_hidden_states`` the UNet attends to."""
     ids = tokenizer(
-        prompts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt"
+        prompts, padding="max_length", max_length=min(tokenizer.model_max_length, MAX_LENGTH), truncation=True,
+        return_tensors="pt",
     ).input_ids.to(text_encoder.device)
     return text_encoder(ids)[0]

@@ -1,1 +1,29 @@
-"""Datasets for noiseunet."""
+"""Training data: image-caption sources, the built-in shapes data, and preprocessing."""
+
+import os
+
+from torch.utils.data import Dataset
+
+from .captioned import METADATA_FILES, HFImageCaptions, ImageCaptionFolder
+from .shapes import ShapesDataset
+
+
+def open_source(
+    data: str | None,
+    resolution: int = 32,
+    caption_column: str = "text",
+    image_column: str = "image",
+    seed: int = 0,
+) -> Dataset:
+    """``None``/"shapes" -> the built-in shapes data; a folder with metadata -> ImageCaptionFolder;
+    a ``save_to_disk`` folder or a hub name -> HFImageCaptions."""
+    if data in (None, "shapes"):
+        return ShapesDataset(size=resolution, seed=seed)
+    if os.path.isdir(data) and any(os.path.exists(os.path.join(data, name)) for name in METADATA_FILES):
+        return ImageCaptionFolder(data, caption_column)
+    if os.path.exists(data) and not os.path.isdir(data):
+        raise ValueError(f"--data {data}: expected a folder, a saved dataset or a dataset name")
+    return HFImageCaptions(data, image_column, caption_column)
+
+
+__all__ = ["open_source", "ShapesDataset", "ImageCaptionFolder", "HFImageCaptions"]

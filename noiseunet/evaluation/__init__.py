@@ -1,5 +1,6 @@
-"""Scoring generated shapes images: does the image show what its prompt asked for?"""
+"""Prompt-adherence evaluation on the built-in shapes data: a pixel checker and the evaluator."""
 
-from noiseunet.evaluation.checker import ShapeReading, judge, read_image
+from .checker import ShapeReading, judge, read_image
+from .evaluate import evaluate, format_report
 
-__all__ = ["ShapeReading", "judge", "read_image"]
+__all__ = ["ShapeReading", "judge", "read_image", "evaluate", "format_report"]

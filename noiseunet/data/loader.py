@@ -1,0 +1,89 @@
+"""From a source of (image, caption) items to training batches in a resumable, shardable order.
+
+Training reads *positions* 0, 1, 2, ... of an endless stream. Position p maps to a source item through
+a per-epoch permutation, and every random choice for it (crop, flip, which caption, caption dropout)
+comes from a generator seeded by (seed, p). So the stream is a pure function of the seed: resuming at
+position p replays exactly, and N processes reading positions rank, rank + N, ... see disjoint data.
+"""
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from .transforms import mentions_left_or_right, preprocess
+
+ENDLESS = 10_000_000  # sources at least this long (the built-in shapes) are read in order, not shuffled
+
+
+class TrainingStream(Dataset):
+    """Position -> {"pixel_values": (3, R, R) tensor in [-1, 1], "caption": str}."""
+
+    def __init__(
+        self, source: Dataset, resolution: int, seed: int = 0, random_crop: bool = False, flip: bool = True,
+        caption_dropout: float = 0.1,
+    ):
+        if len(source) == 0:
+            raise ValueError("the training data is empty")
+        self.source, self.resolution, self.seed = source, resolution, seed
+        self.random_crop, self.flip, self.caption_dropout = random_crop, flip, caption_dropout
+
+    @lru_cache(maxsize=2)
+    def _order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
+
+    def source_index(self, position: int) -> int:
+        if len(self.source) >= ENDLESS:
+            return position % len(self.source)
+        epoch, offset = divmod(position, len(self.source))
+        return int(self._order(epoch)[offset])
+
+    def __getitem__(self, position: int) -> dict:
+        rng = np.random.default_rng([self.seed, 1, position])
+        item = self.source[self.source_index(position)]
+        caption = item["caption"]
+        if isinstance(caption, (list, tuple)):
+            caption = caption[int(rng.integers(len(caption)))]
+        flip = self.flip and not mentions_left_or_right(caption)
+        pixels = preprocess(item["image"], self.resolution, self.random_crop, flip, rng)
+        if rng.random() < self.caption_dropout:
+            caption = ""
+        return {"pixel_values": pixels, "caption": caption}
+
+
+def collate(items: list[dict]) -> dict:
+    return {
+        "pixel_values": torch.stack([item["pixel_values"] for item in items]),
+        "captions": [item["caption"] for item in items],
+    }
+
+
+def training_batches(
+    stream: TrainingStream, batch_size: int, start: int = 0, rank: int = 0, world: int = 1, num_workers: int = 0
+) -> DataLoader:
+    """Endless batches of ``batch_size`` for process ``rank`` of ``world``, from stream position ``start``.
+
+    Global batch g is positions [start + g*B*world, start + (g+1)*B*world); process r takes the r-th slice
+    of B. So one process with batch 2B reads exactly what two processes with batch B read together, and
+    the sequence does not depend on the number of loader workers (worker k makes batches k, k + W, ...,
+    which the DataLoader interleaves back in order).
+    """
+    batches = BatchedPositions(stream, batch_size, start, rank, world)
+    return DataLoader(batches, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0)
+
+
+class BatchedPositions(IterableDataset):
+    """Whole batches of one process: batch b holds positions start + (b * world + rank) * B + i."""
+
+    def __init__(self, stream: TrainingStream, batch_size: int, start: int, rank: int, world: int):
+        self.stream, self.batch_size, self.start, self.rank, self.world = stream, batch_size, start, rank, world
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        batch = worker
+        while True:
+            first = self.start + (batch * self.world + self.rank) * self.batch_size
+            yield collate([self.stream[first + i] for i in range(self.batch_size)])
+            batch += workers

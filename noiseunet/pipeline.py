@@ -1,0 +1,163 @@
+"""NoiseUNetPipeline: prompts in, images out, with any diffusers scheduler and classifier-free guidance.
+
+The sampling loop is the DDPM reverse process (Ho et al. 2020) driven by the scheduler: start from
+Gaussian noise x_T and, for each of the scheduler's timesteps, predict the noise with the UNet and let
+the scheduler take the step to x_{t-1}. DDPM, DDIM, DPM-Solver++, Euler and UniPC only differ in that step.
+"""
+
+import inspect
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    ImagePipelineOutput,
+    UniPCMultistepScheduler,
+)
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils.torch_utils import randn_tensor
+
+from .text import encode_prompts
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+# Short names for the command line; any other diffusers scheduler can be set on ``pipe.scheduler``.
+SCHEDULERS = {
+    "ddpm": DDPMScheduler,
+    "ddim": DDIMScheduler,
+    "dpm++": DPMSolverMultistepScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler_a": EulerAncestralDiscreteScheduler,
+    "unipc": UniPCMultistepScheduler,
+}
+
+
+def use_scheduler(pipe: DiffusionPipeline, name: str) -> DiffusionPipeline:
+    """Swap the pipeline's sampler for ``SCHEDULERS[name]``, keeping the trained noise schedule."""
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    pipe.scheduler = SCHEDULERS[name].from_config(pipe.scheduler.config)
+    return pipe
+
+
+class NoiseUNetPipeline(DiffusionPipeline):
+    """Text-to-image sampling with a NoiseUNet (or any UNet2DConditionModel), in pixel space or, with a
+    ``vae``, in latent space. Loads any folder ``noiseunet train`` writes: ``NoiseUNetPipeline.from_pretrained(DIR)``."""
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components = ["vae"]
+
+    def __init__(self, unet, text_encoder, tokenizer, scheduler, vae=None):
+        super().__init__()
+        self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, vae=vae)
+        self.image_processor = VaeImageProcessor(do_resize=False)
+
+    @property
+    def scale_factor(self) -> int:
+        """Pixels per latent pixel: 2^(VAE levels - 1), or 1 in pixel space."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        return encode_prompts(self.tokenizer, self.text_encoder, prompts).to(self.unet.dtype)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 5.0,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        """Generate ``num_images_per_prompt`` images for each prompt.
+
+        Classifier-free guidance (Ho & Salimans 2022): eps = eps_uncond + s (eps_cond - eps_uncond), both
+        predictions from one batched forward; the negative prompt (default: the empty prompt the model was
+        trained to know through caption dropout) gives eps_uncond. ``guidance_scale=1`` skips that half.
+        Pass one generator per image (a list) for images that do not depend on the batch they are in.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negatives = negative_prompt if isinstance(negative_prompt, list) else [negative_prompt or ""] * len(prompts)
+        self._check_arguments(prompts, negatives, num_inference_steps, guidance_scale, num_images_per_prompt, output_type)
+        count = len(prompts) * num_images_per_prompt
+        if isinstance(generator, list) and len(generator) != count:
+            raise ValueError(f"generator: got {len(generator)} generators for {count} images")
+        size = self.unet.config.sample_size * self.scale_factor
+        height, width = height or size, width or size
+
+        repeat = lambda texts: [t for t in texts for _ in range(num_images_per_prompt)]  # noqa: E731
+        guided = guidance_scale != 1.0
+        context = self.encode(repeat(prompts))
+        if guided:
+            context = torch.cat([self.encode(repeat(negatives)), context])
+
+        shape = (count, self.unet.config.in_channels, height // self.scale_factor, width // self.scale_factor)
+        x = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=self.unet.dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
+        x = x * self.scheduler.init_noise_sigma
+        # Stochastic samplers (DDPM, Euler ancestral) draw fresh noise each step: from the caller's generators.
+        takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        step_kwargs = {"generator": generator} if takes_generator else {}
+        for t in self.progress_bar(self.scheduler.timesteps):
+            model_input = self.scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)
+            noise = self.unet(model_input, t, encoder_hidden_states=context).sample
+            if guided:
+                uncond, cond = noise.chunk(2)
+                noise = uncond + guidance_scale * (cond - uncond)
+            x = self.scheduler.step(noise, t, x, **step_kwargs).prev_sample
+
+        if self.vae is not None:
+            x = self.vae.decode(x / self.vae.config.scaling_factor).sample
+        images = self.image_processor.postprocess(x.float(), output_type=output_type)
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    def _check_arguments(self, prompts, negatives, steps, guidance_scale, per_prompt, output_type) -> None:
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("prompt: expected a string or a non-empty list of strings")
+        if len(negatives) != len(prompts):
+            raise ValueError(f"negative_prompt: {len(negatives)} negative prompts for {len(prompts)} prompts")
+        if steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
+        if guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        if per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be >= 1, got {per_prompt}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+
+
+def generate(
+    pipe: NoiseUNetPipeline,
+    prompts: list[str],
+    images_per_prompt: int = 1,
+    seed: int = 0,
+    batch_size: int = 64,
+    negative_prompt: str | None = None,
+    **call_kwargs,
+) -> list[list]:
+    """``images_per_prompt`` PIL images for each prompt, in batches of ``batch_size``.
+
+    Image k of every prompt starts from the noise of seed + k, whatever the batching: rows of a grid are
+    comparable, and a result is reproduced by its seed alone.
+    """
+    jobs = [(prompt, k) for prompt in prompts for k in range(images_per_prompt)]
+    images = []
+    for first in range(0, len(jobs), batch_size):
+        chunk = jobs[first:first + batch_size]
+        images += pipe(
+            [prompt for prompt, _ in chunk],
+            negative_prompt=None if negative_prompt is None else [negative_prompt] * len(chunk),
+            generator=[torch.Generator(pipe.device).manual_seed(seed + k) for _, k in chunk],
+            output_type="pil",
+            **call_kwargs,
+        ).images
+    return [images[i * images_per_prompt:(i + 1) * images_per_prompt] for i in range(len(prompts))]

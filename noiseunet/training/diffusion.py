@@ -1,0 +1,42 @@
+"""The training objective: noise an image to a random timestep and regress the noise (DDPM).
+
+x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, with t uniform over the schedule; the loss is
+the mean squared error between the UNet's prediction and its target: eps itself (Ho et al. 2020) or
+v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0 (Salimans & Ho 2022, "v-prediction").
+"""
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from diffusers.training_utils import compute_snr
+
+
+def diffusion_loss(
+    unet,
+    x0: torch.Tensor,
+    context: torch.Tensor,
+    scheduler: DDPMScheduler,
+    generator: torch.Generator | None = None,
+    snr_gamma: float | None = None,
+    offset_noise: float = 0.0,
+) -> torch.Tensor:
+    """One Monte-Carlo sample of the diffusion loss for a batch of clean images (or latents) ``x0``."""
+    batch = x0.shape[0]
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    if offset_noise:  # a per-channel constant shift, so the model can learn very dark or bright images
+        noise = noise + offset_noise * torch.randn(batch, x0.shape[1], 1, 1, generator=generator, device=x0.device)
+    timesteps = torch.randint(
+        0, scheduler.config.num_train_timesteps, (batch,), generator=generator, device=x0.device
+    )
+    noisy = scheduler.add_noise(x0, noise, timesteps)
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(x0, noise, timesteps)
+    else:
+        target = noise
+    prediction = unet(noisy, timesteps, encoder_hidden_states=context).sample
+    loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    if snr_gamma is not None:  # Min-SNR-gamma (Hang et al. 2023): cap the weight of low-noise timesteps
+        snr = compute_snr(scheduler, timesteps)
+        weight = torch.minimum(snr, torch.full_like(snr, snr_gamma))
+        loss = loss * (weight / (snr + 1) if scheduler.config.prediction_type == "v_prediction" else weight / snr)
+    return loss.mean()

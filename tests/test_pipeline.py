@@ -1,0 +1,119 @@
+"""NoiseUNetPipeline: every scheduler, guidance, negative prompts, output types, seeds, loading."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from noiseunet import NoiseUNet, NoiseUNetPipeline
+from noiseunet.pipeline import SCHEDULERS, generate, use_scheduler
+
+PROMPTS = ["a red circle on the left", "a blue square on the right"]
+
+
+def tiny_unet(channels: int, sample_size: int, text_width: int) -> NoiseUNet:
+    torch.manual_seed(0)
+    return NoiseUNet(sample_size=sample_size, in_channels=channels, out_channels=channels, block_out_channels=(32, 32),
+                     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                     up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=2,
+                     cross_attention_dim=text_width).eval()
+
+
+@pytest.fixture
+def pixel_pipe(text_encoder, tokenizer):
+    from diffusers import DDPMScheduler
+
+    pipe = NoiseUNetPipeline(unet=tiny_unet(3, 16, text_encoder.config.hidden_size), text_encoder=text_encoder,
+                             tokenizer=tokenizer, scheduler=DDPMScheduler(num_train_timesteps=1000))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run(pipe, **kwargs):
+    kwargs = {"num_inference_steps": 3, "generator": torch.Generator().manual_seed(0), "output_type": "np", **kwargs}
+    return pipe(PROMPTS, **kwargs).images
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_every_scheduler_samples(pixel_pipe, name):
+    images = run(use_scheduler(pixel_pipe, name))
+    assert images.shape == (2, 16, 16, 3) and np.isfinite(images).all()
+    assert 0 <= images.min() and images.max() <= 1
+    assert type(pixel_pipe.scheduler) is SCHEDULERS[name]
+
+
+def test_unknown_scheduler_is_a_clear_error(pixel_pipe):
+    with pytest.raises(ValueError, match="unknown scheduler 'heun'"):
+        use_scheduler(pixel_pipe, "heun")
+
+
+def test_guidance_one_is_the_plain_conditional_prediction(pixel_pipe):
+    """guidance 1.0 skips the unconditional half; the result equals eps_u + 1 * (eps_c - eps_u)."""
+    unguided = run(pixel_pipe, guidance_scale=1.0)
+    with torch.no_grad():  # the guided formula at scale 1 must give the same images (up to float error)
+        guided_at_one = run(pixel_pipe, guidance_scale=1.0 + 1e-7)
+    np.testing.assert_allclose(unguided, guided_at_one, atol=1e-4)
+    assert np.abs(run(pixel_pipe, guidance_scale=5.0) - unguided).max() > 1e-3
+
+
+def test_negative_prompt_replaces_the_empty_prompt(pixel_pipe):
+    plain = run(pixel_pipe, guidance_scale=4.0)
+    np.testing.assert_allclose(run(pixel_pipe, guidance_scale=4.0, negative_prompt=""), plain, atol=1e-6)
+    assert np.abs(run(pixel_pipe, guidance_scale=4.0, negative_prompt="a green triangle") - plain).max() > 1e-3
+
+
+def test_output_types(pixel_pipe):
+    pil = run(pixel_pipe, output_type="pil")
+    tensor = run(pixel_pipe, output_type="pt")
+    array = run(pixel_pipe, output_type="np")
+    assert len(pil) == 2 and pil[0].size == (16, 16)
+    assert tuple(tensor.shape) == (2, 3, 16, 16)
+    np.testing.assert_allclose(tensor.permute(0, 2, 3, 1).numpy(), array, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(pil[0]) / 255.0, array[0], atol=1 / 255 + 1e-6)
+    with pytest.raises(ValueError, match="output_type"):
+        run(pixel_pipe, output_type="latent-ish")
+
+
+def test_same_seed_same_images_whatever_the_batch(pixel_pipe):
+    use_scheduler(pixel_pipe, "euler_a")  # a stochastic sampler: noise is drawn at every step too
+    kwargs = dict(num_inference_steps=3, guidance_scale=2.0)
+    together = generate(pixel_pipe, PROMPTS, images_per_prompt=2, seed=5, batch_size=4, **kwargs)
+    one_by_one = generate(pixel_pipe, PROMPTS, images_per_prompt=2, seed=5, batch_size=1, **kwargs)
+    for row_a, row_b in zip(together, one_by_one):
+        for a, b in zip(row_a, row_b):
+            assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1
+    assert not np.array_equal(np.asarray(together[0][0]), np.asarray(together[0][1]))  # seeds differ
+
+
+def test_bad_arguments_are_named(pixel_pipe):
+    for kwargs, message in [({"num_inference_steps": 0}, "num_inference_steps"), ({"guidance_scale": -1}, "guidance"),
+                            ({"num_images_per_prompt": 0}, "num_images_per_prompt")]:
+        with pytest.raises(ValueError, match=message):
+            pixel_pipe(PROMPTS, **kwargs)
+
+
+def test_save_and_load_round_trip(pixel_pipe, tmp_path):
+    before = run(pixel_pipe, guidance_scale=3.0)
+    pixel_pipe.save_pretrained(tmp_path)
+    loaded = NoiseUNetPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert isinstance(loaded.unet, NoiseUNet) and loaded.vae is None
+    np.testing.assert_allclose(run(loaded, guidance_scale=3.0), before, atol=1e-6)
+
+
+def test_latent_folder_loads_in_stable_diffusion_pipeline(text_encoder, tokenizer, vae, tmp_path):
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    pipe = NoiseUNetPipeline(unet=tiny_unet(4, 16, text_encoder.config.hidden_size), text_encoder=text_encoder,
+                             tokenizer=tokenizer, scheduler=scheduler, vae=vae)
+    pipe.set_progress_bar_config(disable=True)
+    ours = run(pipe, guidance_scale=1.0, height=32, width=32)
+    assert ours.shape == (2, 32, 32, 3)
+    pipe.save_pretrained(tmp_path)
+    sd = StableDiffusionPipeline.from_pretrained(tmp_path, safety_checker=None, requires_safety_checker=False)
+    sd.set_progress_bar_config(disable=True)
+    assert isinstance(sd.unet, NoiseUNet)
+    theirs = run(sd, guidance_scale=1.0, height=32, width=32)
+    np.testing.assert_allclose(theirs, ours, atol=1e-4)

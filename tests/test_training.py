@@ -1,0 +1,104 @@
+"""The trainer: objective against a hand computation, learning, resume, data sources, latent space."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler, StableDiffusionPipeline
+from safetensors.torch import load_file
+
+from noiseunet import NoiseUNet, NoiseUNetPipeline
+from noiseunet.training import TrainConfig, train
+from noiseunet.training.diffusion import diffusion_loss
+
+TINY_UNET = dict(block_out_channels=(32, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=1, attention_head_dim=2)
+
+
+def tiny_config(output: Path, **overrides) -> TrainConfig:
+    values = dict(output_dir=str(output), resolution=16, unet=dict(TINY_UNET), batch_size=4, max_steps=4,
+                  max_minutes=None, warmup_steps=0, mixed_precision="no", log_every=1, checkpoint_every=1000)
+    return TrainConfig(**{**values, **overrides})
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("snr_gamma", [None, 5.0])
+def test_loss_matches_a_hand_computation(prediction_type, snr_gamma):
+    torch.manual_seed(0)
+    unet = NoiseUNet(**TINY_UNET, sample_size=8, cross_attention_dim=16)
+    scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type)
+    x0, context = torch.randn(3, 3, 8, 8), torch.randn(3, 5, 16)
+    loss = diffusion_loss(unet, x0, context, scheduler, torch.Generator().manual_seed(7), snr_gamma)
+
+    g = torch.Generator().manual_seed(7)  # replay the same draws by hand
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.randint(0, 1000, (3,), generator=g)
+    alpha_bar = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    noisy = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+    target = noise if prediction_type == "epsilon" else alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
+    per_sample = ((unet(noisy, t, context).sample - target) ** 2).mean(dim=(1, 2, 3))
+    if snr_gamma is not None:
+        snr = (alpha_bar / (1 - alpha_bar)).flatten()
+        per_sample = per_sample * snr.clamp(max=snr_gamma) / (snr + (prediction_type == "v_prediction"))
+    torch.testing.assert_close(loss, per_sample.mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_training_learns_and_writes_a_loadable_pipeline(tmp_path):
+    output = train(tiny_config(tmp_path / "run", max_steps=60, batch_size=16, learning_rate=2e-3))
+    for name in ("model_index.json", "unet", "text_encoder", "tokenizer", "scheduler", "train_summary.json"):
+        assert (output / name).exists(), name
+    losses = [json.loads(line)["loss"] for line in (output / "train_log.jsonl").read_text().splitlines()]
+    assert len(losses) == 60 and np.mean(losses[-15:]) < 0.6 * np.mean(losses[:5])
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["steps"] == 60 and summary["images_seen"] == 960
+    pipe = NoiseUNetPipeline.from_pretrained(output)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe("a red circle on the left", num_inference_steps=3, output_type="np").images
+    assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
+
+
+def test_resumed_run_reaches_the_same_weights(tmp_path):
+    """Stop at step 3 and resume to step 6: bitwise the weights of an uninterrupted 6-step run (float32, CPU)."""
+    train(tiny_config(tmp_path / "straight", max_steps=6))
+    train(tiny_config(tmp_path / "resumed", max_steps=3))
+    train(tiny_config(tmp_path / "resumed", max_steps=6, resume="latest"))
+    for folder in ("unet", "text_encoder"):
+        name = "diffusion_pytorch_model.safetensors" if folder == "unet" else "model.safetensors"
+        a, b = (load_file(tmp_path / run / folder / name) for run in ("straight", "resumed"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
+    resumed_log = (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in resumed_log] == list(range(1, 7))
+
+
+def test_folder_data_with_caption_lists_in_latent_space(tmp_path, vae):
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = []
+    for i in range(6):
+        Image = __import__("PIL.Image", fromlist=["Image"])
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(data / f"{i}.jpg")
+        rows.append({"file_name": f"{i}.jpg", "text": [f"picture {i}", f"image number {i}"]})
+    (data / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    vae.save_pretrained(tmp_path / "vae")
+    output = train(tiny_config(tmp_path / "run", data=str(data), resolution=32, vae=str(tmp_path / "vae"),
+                               beta_schedule="scaled_linear", max_steps=2))
+    unet_config = json.loads((output / "unet" / "config.json").read_text())
+    assert unet_config["in_channels"] == 4 and unet_config["sample_size"] == 16
+    sd = StableDiffusionPipeline.from_pretrained(output, safety_checker=None, requires_safety_checker=False)
+    sd.set_progress_bar_config(disable=True)
+    images = sd("picture 1", num_inference_steps=2, height=32, width=32, output_type="np").images
+    assert images.shape == (1, 32, 32, 3)
+
+
+def test_pretrained_text_encoder_stays_frozen(tmp_path, tokenizer, text_encoder):
+    tokenizer.save_pretrained(tmp_path / "clip")
+    text_encoder.save_pretrained(tmp_path / "clip")
+    output = train(tiny_config(tmp_path / "run", text_encoder=str(tmp_path / "clip"), max_steps=2))
+    trained = load_file(output / "text_encoder" / "model.safetensors")
+    original = text_encoder.state_dict()
+    assert all(torch.equal(trained[k], original[k]) for k in trained)
+    with pytest.raises(ValueError, match="cross_attention_dim=48 does not match the text encoder's hidden size 32"):
+        train(tiny_config(tmp_path / "bad", text_encoder=str(tmp_path / "clip"),
+                          unet={**TINY_UNET, "cross_attention_dim": 48}))
