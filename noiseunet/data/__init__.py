@@ -21,6 +21,8 @@ def open_source(
         return ShapesDataset(size=resolution, seed=seed)
     if os.path.isdir(data) and any(os.path.exists(os.path.join(data, name)) for name in METADATA_FILES):
         return ImageCaptionFolder(data, caption_column)
+    if not os.path.exists(data) and (os.path.isabs(data) or data.startswith((".", "~"))):
+        raise FileNotFoundError(f"--data {data}: no such folder")
     if os.path.exists(data) and not os.path.isdir(data):
         raise ValueError(f"--data {data}: expected a folder, a saved dataset or a dataset name")
     return HFImageCaptions(data, image_column, caption_column)
