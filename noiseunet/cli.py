@@ -5,13 +5,9 @@ import json
 import sys
 from pathlib import Path
 
+from .data.shapes import SAMPLE_PROMPTS
 from .training.config import TrainConfig
 
-DEFAULT_PROMPTS = [  # the main job's grid: seen combinations, then held-out ones (never in training)
-    "a red circle on the left", "a yellow square in the middle", "a purple triangle on the right",
-    "a white circle in the middle", "a red triangle on the left", "a green circle on the right",
-    "a blue square in the middle",
-]
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +25,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--text-encoder", default=None, help="CLIP text encoder name or folder (default: build a small one)")
     a("--train-text-encoder", action=argparse.BooleanOptionalAction, default=None)
     a("--vae", default=None, help="AutoencoderKL name or folder for latent diffusion (default: pixel space)")
-    a("--unet-config", default=None, help="JSON file or string of NoiseUNet config overrides")
+    a("--config", "--unet-config", dest="unet_config", default=None,
+      help="JSON file or string of NoiseUNet config overrides (block_out_channels, ...)")
     a("--beta-schedule", default=defaults.beta_schedule, choices=["linear", "scaled_linear", "squaredcos_cap_v2"])
     a("--prediction-type", default=defaults.prediction_type, choices=["epsilon", "v_prediction"])
     a("--snr-gamma", type=float, default=defaults.snr_gamma, help="min-SNR-gamma weighting (0 = off)")
@@ -45,6 +42,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--seed", type=int, default=defaults.seed)
     a("--num-workers", type=int, default=defaults.num_workers)
     a("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    a("--validation-prompts", nargs="+", default=None, help="prompts for samples/step-N.png grids")
+    a("--validate-every", type=int, default=defaults.validate_every)
     a("--resume", default=None, help="'latest' or a checkpoint folder")
 
 
@@ -109,7 +108,7 @@ def run_main(args: argparse.Namespace) -> None:
     from .training import train
 
     output = train(train_config(args))
-    sample_args = argparse.Namespace(dir=output, prompts=DEFAULT_PROMPTS, num_images=6, negative_prompt=None,
+    sample_args = argparse.Namespace(dir=output, prompts=list(SAMPLE_PROMPTS), num_images=6, negative_prompt=None,
                                      out=str(output / "samples.png"), out_dir=None, scheduler="dpm++", steps=20,
                                      guidance_scale=3.0, seed=0, batch_size=64)
     run_sample(sample_args)

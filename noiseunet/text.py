@@ -7,8 +7,9 @@ the training captions, both in the standard classes so they save and load with `
 plug into diffusers pipelines unchanged.
 """
 
-import json
 import os
+import re
+from collections import Counter
 from typing import Iterable
 
 import torch
@@ -19,22 +20,32 @@ MAX_LENGTH = 77  # CLIP's context length; every SD pipeline pads prompts to it
 
 
 def train_tokenizer(captions: Iterable[str], vocab_size: int = 1000, max_length: int = MAX_LENGTH) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer (same normalisation and byte-level pre-tokenisation) trained on ``captions``.
+    """A CLIP BPE tokenizer (CLIP's normalisation and byte-level pre-tokenisation) for ``captions``.
 
-    Every byte stays encodable, alone or ending a word, so unseen words and punctuation never become
-    unknown tokens; the caption vocabulary itself becomes whole-word tokens. ``max_length`` (at most 77)
-    is the padded prompt length: short captions need far fewer than CLIP's 77 tokens, and every
-    cross-attention layer pays for each one.
+    The most frequent caption words become single tokens, built by merges that grow each word left to
+    right; every byte stays encodable alone or ending a word, so unseen words and punctuation never
+    become unknown tokens. The merges are derived by sorting (count, then word), not by a trainer with
+    hash-ordered ties, so the same captions always give the same token ids: a run restarted from scratch
+    and a resumed run see the same tokenizer. ``max_length`` (at most 77) is the padded prompt length:
+    short captions need far fewer than CLIP's 77 tokens, and every cross-attention layer pays for each one.
     """
-    trained = CLIPTokenizer().train_new_from_iterator(
-        captions, vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    model = json.loads(trained.backend_tokenizer.to_str())["model"]
-    vocab, merges = model["vocab"], model["merges"]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        for token in (char, char + "</w>"):
-            vocab.setdefault(token, len(vocab))
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
+        vocab[char] = len(vocab)
+        vocab[char + "</w>"] = len(vocab)
+    counts = Counter(word for caption in captions for word in re.findall(r"[a-z]+", caption.lower()))
+    merges = []
+    for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        prefix = symbols[0]
+        for symbol in symbols[1:]:
+            merged = prefix + symbol
+            if merged not in vocab:
+                if len(vocab) >= vocab_size:
+                    break
+                vocab[merged] = len(vocab)
+                merges.append((prefix, symbol))
+            prefix = merged
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=min(max_length, MAX_LENGTH))
 
 

@@ -45,18 +45,55 @@ def test_loss_matches_a_hand_computation(prediction_type, snr_gamma):
     torch.testing.assert_close(loss, per_sample.mean(), rtol=1e-5, atol=1e-6)
 
 
-def test_training_learns_and_writes_a_loadable_pipeline(tmp_path):
-    output = train(tiny_config(tmp_path / "run", max_steps=60, batch_size=16, learning_rate=2e-3))
-    for name in ("model_index.json", "unet", "text_encoder", "tokenizer", "scheduler", "train_summary.json"):
+def shapes_folder(root: Path, count: int = 36) -> Path:
+    """A folder of generated image-caption pairs in the documented metadata.jsonl layout."""
+    from noiseunet.data import ShapesDataset
+
+    root.mkdir(parents=True)
+    rows = []
+    for i in range(count):
+        item = ShapesDataset(size=16, seed=1)[i]
+        item["image"].save(root / f"{i:03d}.png")
+        rows.append({"file_name": f"{i:03d}.png", "text": item["caption"]})
+    (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return root
+
+
+def test_training_on_a_folder_learns_and_writes_every_output(tmp_path):
+    prompts = ["a red circle on the left", "a white square in the middle"]
+    output = train(tiny_config(tmp_path / "run", data=str(shapes_folder(tmp_path / "data")), max_steps=60,
+                               batch_size=12, learning_rate=2e-3, validation_prompts=prompts, validate_every=30))
+    for name in ("model_index.json", "unet", "text_encoder", "tokenizer", "scheduler", "metrics.jsonl", "loss.png",
+                 "samples/step-30.png", "samples/step-60.png", "train_summary.json", "checkpoints/step-0000060"):
         assert (output / name).exists(), name
-    losses = [json.loads(line)["loss"] for line in (output / "train_log.jsonl").read_text().splitlines()]
-    assert len(losses) == 60 and np.mean(losses[-15:]) < 0.6 * np.mean(losses[:5])
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 61))
+    assert all(r["images_per_second"] > 0 and r["lr"] == 2e-3 for r in records)
+    losses = [r["loss"] for r in records]
+    assert np.mean(losses[-15:]) < 0.6 * np.mean(losses[:5])
     summary = json.loads((output / "train_summary.json").read_text())
-    assert summary["steps"] == 60 and summary["images_seen"] == 960
+    assert summary["steps"] == 60 and summary["images_seen"] == 720
     pipe = NoiseUNetPipeline.from_pretrained(output)
     pipe.set_progress_bar_config(disable=True)
     images = pipe("a red circle on the left", num_inference_steps=3, output_type="np").images
     assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
+
+
+def test_saved_weights_are_the_exponential_moving_average(tmp_path):
+    """Two steps: EMA = d * w1 + (1 - d) * w2 with diffusers' warmup decay d = 1 - 2^-power after step 2."""
+    output = train(tiny_config(tmp_path / "run", max_steps=2, checkpoint_every=1, checkpoints_total_limit=5,
+                               ema_power=0.75))
+    raw = [load_file(output / "checkpoints" / f"step-000000{k}" / "model.safetensors") for k in (1, 2)]
+    ema = load_file(output / "unet" / "diffusion_pytorch_model.safetensors")
+    decay = 1 - 2 ** -0.75
+    for name, value in ema.items():
+        torch.testing.assert_close(value, decay * raw[0][name] + (1 - decay) * raw[1][name], rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(ema[k], raw[1][k]) for k in ema)
+
+
+def test_v_prediction_run_saves_its_prediction_type(tmp_path):
+    output = train(tiny_config(tmp_path / "run", prediction_type="v_prediction", offset_noise=0.1, max_steps=2))
+    assert json.loads((output / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
 
 
 def test_resumed_run_reaches_the_same_weights(tmp_path):
@@ -68,7 +105,7 @@ def test_resumed_run_reaches_the_same_weights(tmp_path):
         name = "diffusion_pytorch_model.safetensors" if folder == "unet" else "model.safetensors"
         a, b = (load_file(tmp_path / run / folder / name) for run in ("straight", "resumed"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
-    resumed_log = (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()
+    resumed_log = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in resumed_log] == list(range(1, 7))
 
 

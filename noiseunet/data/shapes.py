@@ -149,3 +149,11 @@ class ShapesDataset(Dataset):
         spec = self.specs[int(rng.integers(len(self.specs)))]
         image, mask = render(spec, self.size, rng)
         return {"image": image, "caption": spec.caption, "mask": mask, "spec": spec}
+
+
+#: Prompts for grids of the built-in data: seen combinations first, then held-out ones.
+SAMPLE_PROMPTS: tuple[str, ...] = (
+    "a red circle on the left", "a yellow square in the middle", "a purple triangle on the right",
+    "a white circle in the middle", "a red triangle on the left", "a green circle on the right",
+    "a blue square in the middle",
+)

@@ -56,6 +56,8 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     log_every: int = 25
+    validation_prompts: list[str] | None = None  # None = a few shapes prompts when training on shapes
+    validate_every: int = 500  # steps between samples/step-N.png grids (0 = only at the end)
     checkpoint_every: int = 500
     checkpoints_total_limit: int = 2
     resume: str | None = None  # a checkpoint folder or "latest"

@@ -1,0 +1,90 @@
+"""Prompt adherence of the main job at several training budgets, recorded in the README.
+
+Runs `noiseunet main` at each budget (a fresh process each, as a user would), then, on the model of the
+longest budget, compares the 20-step DPM-Solver++ sampler with the full 1000-step DDPM reverse process
+on the same prompts and seeds. Writes runs/adherence/benchmark.json and the README's adherence table.
+
+    python scripts/adherence_benchmark.py                 # budgets 5, 10, 30 minutes
+    python scripts/adherence_benchmark.py --budgets 1 --ddpm-images 0   # a quick look
+"""
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from readme_table import write_section  # noqa: E402
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return f"{torch.get_num_threads()} threads of {cpu}{gpu}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[5, 10, 30], help="training minutes")
+    parser.add_argument("--output", default="runs/adherence")
+    parser.add_argument("--images-per-prompt", type=int, default=4)
+    parser.add_argument("--ddpm-images", type=int, default=1, help="images per prompt for the DDPM-1000 comparison")
+    parser.add_argument("--no-readme", action="store_true")
+    args = parser.parse_args()
+
+    rows = []
+    for budget in args.budgets:
+        out = Path(args.output) / f"{budget:g}min"
+        subprocess.run([sys.executable, "-m", "noiseunet", "main", "--max-minutes", str(budget), "--output", str(out),
+                        "--images-per-prompt", str(args.images_per_prompt)], check=True)
+        summary = json.loads((out / "train_summary.json").read_text())
+        report = json.loads((out / "evaluation.json").read_text())
+        rows.append({"budget_minutes": budget, "steps": summary["steps"], "images_seen": summary["images_seen"],
+                     "seen": report["seen"]["all_correct"], "held_out": report["held_out"]["all_correct"],
+                     "sampler": f"{report['settings']['scheduler']}, {report['settings']['steps']} steps",
+                     "dir": str(out)})
+
+    comparison = None
+    if args.ddpm_images:
+        from noiseunet.evaluation import evaluate
+
+        longest = rows[-1]["dir"]
+        fast = evaluate(longest, args.ddpm_images, "dpm++", 20, write=False)
+        full = evaluate(longest, args.ddpm_images, "ddpm", 1000, write=False)
+        comparison = {"model": longest, "images_per_prompt": args.ddpm_images,
+                      "dpm++_20": {k: fast[k]["all_correct"] for k in ("seen", "held_out")},
+                      "ddpm_1000": {k: full[k]["all_correct"] for k in ("seen", "held_out")}}
+
+    result = {"date": datetime.date.today().isoformat(), "machine": machine(), "rows": rows, "sampler_comparison": comparison}
+    Path(args.output).mkdir(parents=True, exist_ok=True)
+    (Path(args.output) / "benchmark.json").write_text(json.dumps(result, indent=2))
+
+    lines = [f"Measured {result['date']} on {result['machine']} by `python scripts/adherence_benchmark.py`.", "",
+             "| budget | steps | images seen | all correct, seen | all correct, held out | sampler |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['budget_minutes']:g} min | {r['steps']} | {r['images_seen']:,} | {r['seen']:.1%} | {r['held_out']:.1%} "
+              f"| {r['sampler']} |" for r in rows]
+    if comparison:
+        lines += ["", f"Sampler check on the {rows[-1]['budget_minutes']:g}-minute model ({args.ddpm_images} image per prompt): "
+                  f"DPM-Solver++ 20 steps {comparison['dpm++_20']['seen']:.1%} seen / {comparison['dpm++_20']['held_out']:.1%} "
+                  f"held out; DDPM 1000 steps {comparison['ddpm_1000']['seen']:.1%} / {comparison['ddpm_1000']['held_out']:.1%}."]
+    table = "\n".join(lines)
+    print(table)
+    if not args.no_readme:
+        write_section("adherence", table)
+
+
+if __name__ == "__main__":
+    main()
