@@ -22,6 +22,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--random-crop", action="store_true")
     a("--no-flip", dest="flip", action="store_false", help="never mirror images (never done for left/right captions)")
     a("--caption-dropout", type=float, default=defaults.caption_dropout)
+    a("--on-bad-sample", default=defaults.on_bad_sample, choices=["skip", "error"],
+      help="skip bad images/captions with a warning, or stop before training")
     a("--text-encoder", default=None, help="CLIP text encoder name or folder (default: build a small one)")
     a("--train-text-encoder", action=argparse.BooleanOptionalAction, default=None)
     a("--vae", default=None, help="AutoencoderKL name or folder for latent diffusion (default: pixel space)")
@@ -103,6 +105,19 @@ def run_evaluate(args: argparse.Namespace) -> None:
     print(f"report: {Path(args.dir) / 'evaluation.json'}, picture: {Path(args.dir) / 'evaluation.png'}")
 
 
+def run_check_data(args: argparse.Namespace) -> None:
+    from .data import open_source
+    from .data.checks import check_source
+
+    source = open_source(args.data, args.resolution, args.caption_column, args.image_column)
+    good, problems = check_source(source, args.resolution)
+    for problem in problems:
+        print(problem)
+    print(f"{len(good)} usable, {len(problems)} bad of {len(source)} samples")
+    if problems:
+        sys.exit(1)
+
+
 def run_main(args: argparse.Namespace) -> None:
     """Train on the built-in shapes for the budget, draw a grid of prompts, evaluate adherence."""
     from .training import train
@@ -114,6 +129,59 @@ def run_main(args: argparse.Namespace) -> None:
     run_sample(sample_args)
     run_evaluate(argparse.Namespace(dir=output, images_per_prompt=args.images_per_prompt, scheduler="dpm++",
                                     steps=20, guidance_scale=3.0, seed=0, batch_size=128))
+
+
+def run_segment_train(args: argparse.Namespace) -> None:
+    from .segmentation.train import SegmentationConfig, train_segmentation
+
+    train_segmentation(SegmentationConfig(
+        output_dir=args.output, data=args.data, num_classes=args.num_classes, resolution=args.resolution,
+        loss=args.loss, upsampling=args.upsampling, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        max_steps=args.max_steps, max_minutes=args.max_minutes or None, seed=args.seed))
+
+
+def run_segment_evaluate(args: argparse.Namespace) -> None:
+    from .segmentation.train import evaluate_segmentation
+
+    result = evaluate_segmentation(args.dir, args.data)
+    print(f"mean IoU {result['mean_iou']:.4f}  Dice {result['dice']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}"
+          f"  ({result['images']} images)")
+    print("per-class IoU: " + ", ".join(f"{v:.3f}" for v in result["per_class_iou"]))
+    print(f"report: {Path(args.dir) / 'evaluation.json'}")
+
+
+def run_segment_predict(args: argparse.Namespace) -> None:
+    from .segmentation.train import predict_masks
+
+    for path in predict_masks(args.dir, args.images, args.out_dir):
+        print(path)
+
+
+def add_segment_commands(commands) -> None:
+    segment = commands.add_parser("segment", help="segmentation with the same UNet").add_subparsers(
+        dest="segment_command", required=True)
+    train = segment.add_parser("train", help="train a SegmentationUNet")
+    train.add_argument("--data", default=None, help="folder with images/ and masks/ (default: built-in shapes)")
+    train.add_argument("--output", default="runs/segment")
+    train.add_argument("--num-classes", type=int, default=None)
+    train.add_argument("--resolution", type=int, default=32)
+    train.add_argument("--loss", default="ce+dice", choices=["ce", "dice", "iou", "ce+dice"])
+    train.add_argument("--upsampling", default="nearest", choices=["nearest", "transposed"])
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--learning-rate", type=float, default=2e-3)
+    train.add_argument("--max-steps", type=int, default=None)
+    train.add_argument("--max-minutes", type=float, default=5.0)
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(run=run_segment_train)
+    evaluate = segment.add_parser("evaluate", help="mean IoU, Dice, pixel accuracy")
+    evaluate.add_argument("dir")
+    evaluate.add_argument("--data", default=None, help="default: built-in shapes images training never drew")
+    evaluate.set_defaults(run=run_segment_evaluate)
+    predict = segment.add_parser("predict", help="mask PNGs and colour overlays")
+    predict.add_argument("dir")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--out-dir", default="masks")
+    predict.set_defaults(run=run_segment_predict)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,10 +208,19 @@ def main(argv: list[str] | None = None) -> None:
     add_sampling_arguments(evaluate_parser)
     evaluate_parser.set_defaults(run=run_evaluate)
 
+    check_parser = commands.add_parser("check-data", help="list every bad sample without training")
+    check_parser.add_argument("--data", required=True)
+    check_parser.add_argument("--resolution", type=int, default=TrainConfig().resolution)
+    check_parser.add_argument("--caption-column", default="text")
+    check_parser.add_argument("--image-column", default="image")
+    check_parser.set_defaults(run=run_check_data)
+
     main_parser = commands.add_parser("main", help="train on the built-in shapes, sample a grid, evaluate")
     add_train_arguments(main_parser)
     main_parser.add_argument("--images-per-prompt", type=int, default=4)
     main_parser.set_defaults(run=run_main, output_dir="runs/main")
+
+    add_segment_commands(commands)
 
     args = parser.parse_args(argv)
     try:

@@ -23,6 +23,10 @@ def open_source(
         return ImageCaptionFolder(data, caption_column)
     if not os.path.exists(data) and (os.path.isabs(data) or data.startswith((".", "~"))):
         raise FileNotFoundError(f"--data {data}: no such folder")
+    saved_dataset_files = ("dataset_info.json", "state.json", "dataset_dict.json")
+    if os.path.isdir(data) and not any(os.path.exists(os.path.join(data, name)) for name in saved_dataset_files):
+        raise FileNotFoundError(f"--data {data}: the folder has no {' or '.join(METADATA_FILES)} "
+                                "and is not a saved datasets dataset")
     if os.path.exists(data) and not os.path.isdir(data):
         raise ValueError(f"--data {data}: expected a folder, a saved dataset or a dataset name")
     return HFImageCaptions(data, image_column, caption_column)

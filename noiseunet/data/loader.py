@@ -17,6 +17,25 @@ from .transforms import mentions_left_or_right, preprocess
 ENDLESS = 10_000_000  # sources at least this long (the built-in shapes) are read in order, not shuffled
 
 
+class StreamOrder:
+    """Stream position -> source index: a fresh seeded permutation every epoch; endless sources in order."""
+
+    def __init__(self, length: int, seed: int):
+        if length == 0:
+            raise ValueError("the training data is empty")
+        self.length, self.seed = length, seed
+
+    @lru_cache(maxsize=2)
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.length)
+
+    def __call__(self, position: int) -> int:
+        if self.length >= ENDLESS:
+            return position % self.length
+        epoch, offset = divmod(position, self.length)
+        return int(self._permutation(epoch)[offset])
+
+
 class TrainingStream(Dataset):
     """Position -> {"pixel_values": (3, R, R) tensor in [-1, 1], "caption": str}."""
 
@@ -24,20 +43,8 @@ class TrainingStream(Dataset):
         self, source: Dataset, resolution: int, seed: int = 0, random_crop: bool = False, flip: bool = True,
         caption_dropout: float = 0.1,
     ):
-        if len(source) == 0:
-            raise ValueError("the training data is empty")
-        self.source, self.resolution, self.seed = source, resolution, seed
+        self.source, self.resolution, self.seed, self.source_index = source, resolution, seed, StreamOrder(len(source), seed)
         self.random_crop, self.flip, self.caption_dropout = random_crop, flip, caption_dropout
-
-    @lru_cache(maxsize=2)
-    def _order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
-
-    def source_index(self, position: int) -> int:
-        if len(self.source) >= ENDLESS:
-            return position % len(self.source)
-        epoch, offset = divmod(position, len(self.source))
-        return int(self._order(epoch)[offset])
 
     def __getitem__(self, position: int) -> dict:
         rng = np.random.default_rng([self.seed, 1, position])

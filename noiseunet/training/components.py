@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffusers import AutoencoderKL, DDPMScheduler
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..data import HFImageCaptions, ImageCaptionFolder, ShapesDataset
@@ -31,14 +31,17 @@ class Components:
 
 def caption_corpus(source: Dataset, limit: int = 100_000) -> list[str]:
     """Captions to train a tokenizer on, read without decoding any image."""
+    indices = range(min(limit, len(source)))
+    if isinstance(source, Subset):  # the usable samples of a checked source
+        source, indices = source.dataset, source.indices[:limit]
     if isinstance(source, ShapesDataset):
         return [spec.caption for spec in split_specs("all")]
     if isinstance(source, ImageCaptionFolder):
-        captions = [row[source.caption_column] for row in source.rows[:limit]]
+        captions = [source.rows[i][source.caption_column] for i in indices]
     elif isinstance(source, HFImageCaptions):
-        captions = source.dataset.select(range(min(limit, len(source.dataset))))[source.caption_column]
+        captions = source.dataset.select(indices)[source.caption_column]
     else:
-        captions = [source[i]["caption"] for i in range(min(limit, len(source)))]
+        captions = [source[i]["caption"] for i in indices]
     flat = itertools.chain.from_iterable(c if isinstance(c, (list, tuple)) else [c] for c in captions)
     return [c for c in flat if isinstance(c, str)]
 

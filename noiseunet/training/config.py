@@ -27,6 +27,7 @@ class TrainConfig:
     random_crop: bool = False
     flip: bool = True  # never applied to captions that mention left or right
     caption_dropout: float = 0.1  # empty prompt this often, so classifier-free guidance works
+    on_bad_sample: str = "skip"  # "skip" (warn, train on the rest) or "error" (stop before training)
     # Models.
     text_encoder: str | None = None  # hub name or folder; None = build a small CLIP text model
     train_text_encoder: bool | None = None  # default: only when built from scratch

@@ -19,6 +19,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from ..data import ShapesDataset, open_source
+from ..data.checks import usable_samples
 from ..data.loader import TrainingStream, training_batches
 from ..data.shapes import SAMPLE_PROMPTS
 from ..grid import image_grid
@@ -56,6 +57,7 @@ def train(config: TrainConfig) -> Path:
     accelerator.wait_for_everyone()
 
     source = open_source(config.data, config.resolution, config.caption_column, config.image_column, config.seed)
+    source = usable_samples(source, config.resolution, config.on_bad_sample)
     parts = build_components(config, source)
     unet, text_encoder, vae, scheduler = parts.unet, parts.text_encoder, parts.vae, parts.scheduler
     if config.gradient_checkpointing:
