@@ -36,10 +36,19 @@ SCHEDULERS = {
 
 
 def use_scheduler(pipe: DiffusionPipeline, name: str) -> DiffusionPipeline:
-    """Swap the pipeline's sampler for ``SCHEDULERS[name]``, keeping the trained noise schedule."""
+    """Swap the pipeline's sampler for ``SCHEDULERS[name]``, keeping the trained noise schedule.
+
+    In pixel space the image lives in [-1, 1], and the x_0 a solver extrapolates from a very noisy x_t can
+    land far outside it (saturated salt-and-pepper pixels in 20-step DPM-Solver++ samples): solvers that
+    support it threshold x_0 to [-1, 1], as DDPM's ``clip_sample`` does.
+    """
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
-    pipe.scheduler = SCHEDULERS[name].from_config(pipe.scheduler.config)
+    scheduler_class = SCHEDULERS[name]
+    pixel_space = getattr(pipe, "vae", None) is None
+    clip_x0 = pixel_space and "thresholding" in inspect.signature(scheduler_class.__init__).parameters
+    extra = {"thresholding": True, "sample_max_value": 1.0} if clip_x0 else {}
+    pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config, **extra)
     return pipe
 
 

@@ -141,3 +141,8 @@ def test_fuzzed_metadata_lines_give_one_line_errors(tmp_path):
     (root / "metadata.jsonl").write_text('["a list", "not a row"]\n')
     with pytest.raises(ValueError, match="row 1 has no 'file_name' column"):
         open_source(str(root))
+
+
+def test_the_endless_built_in_data_is_not_enumerated():
+    good, problems = check_source(open_source("shapes", 32), 32)
+    assert isinstance(good, range) and len(good) == 2**31 - 1 and problems == []

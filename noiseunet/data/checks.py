@@ -43,10 +43,10 @@ def image_problem(image: Image.Image, resolution: int) -> str | None:
     return None
 
 
-def check_source(source: Dataset, resolution: int) -> tuple[list[int], list[Problem]]:
+def check_source(source: Dataset, resolution: int) -> tuple[range | list[int], list[Problem]]:
     """(indices of good samples, problems of the bad ones). The built-in shapes need no check."""
     if isinstance(source, ShapesDataset):
-        return list(range(len(source))), []
+        return range(len(source)), []
     good, problems = [], []
     for index in range(len(source)):
         problem = _check_folder_row(source, index, resolution) if isinstance(source, ImageCaptionFolder) \
