@@ -10,6 +10,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Up to this many query x key scores per head, bf16 attention on the CPU materialises the scores (see attention).
+SHORT_ATTENTION_SCORES = 512 * 512
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v over (B, heads, tokens, d) tensors.
+
+    This is exactly what ``F.scaled_dot_product_attention`` computes. On CUDA, and for long sequences, its
+    fused kernels are the fast and memory-lean choice. On the CPU in bf16, though, its flash kernel (made
+    for long sequences) is 2-4x slower, backward included, than two batched matmuls and a softmax for the
+    few hundred tokens of a small latent, so there the scores are simply materialised: at 256 tokens they
+    are a few MB. Other dtypes keep SDPA: in float32 it is not slower, and it is what diffusers runs.
+    """
+    short = q.shape[-2] * k.shape[-2] <= SHORT_ATTENTION_SCORES
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16 or not short:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # scale the (tokens, d) side, not the scores
+    if bias is not None:
+        scores = scores + bias
+    return scores.softmax(dim=-1) @ v  # the CPU softmax accumulates in float32 whatever the input dtype
+
 
 class Attention(nn.Module):
     """Multi-head scaled dot-product attention with diffusers' parameter names (to_q, to_k, to_v, to_out.0),
@@ -35,7 +56,7 @@ class Attention(nn.Module):
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))  # (B, heads, tokens, d)
         if bias is not None:
             bias = bias.to(q.dtype).unsqueeze(1)  # broadcast over heads and queries
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = attention(q, k, v, bias)
         out = out.transpose(1, 2).flatten(2)
         return self.to_out[1](self.to_out[0](out))
 

@@ -9,24 +9,27 @@ class ResnetBlock(nn.Module):
     """GroupNorm, SiLU, 3x3 conv, + time embedding, GroupNorm, SiLU, dropout, 3x3 conv, + shortcut.
 
     The timestep enters as a per-channel bias after the first convolution (DDPM, Ho et al. 2020), so every
-    block knows the noise level. A 1x1 convolution matches the shortcut's width when channels change.
+    block knows the noise level; ``time_dim=None`` builds the unconditioned block segmentation uses.
+    A 1x1 convolution matches the shortcut's width when channels change.
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, time_dim: int, groups: int = 32, eps: float = 1e-5, dropout: float = 0.0
+        self, in_channels: int, out_channels: int, time_dim: int | None, groups: int = 32, eps: float = 1e-5,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.time_emb_proj = nn.Linear(time_dim, out_channels)
+        self.time_emb_proj = nn.Linear(time_dim, out_channels) if time_dim else None
         self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
-    def forward(self, x: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, time_emb: torch.Tensor | None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.time_emb_proj(F.silu(time_emb))[:, :, None, None]
+        if self.time_emb_proj is not None:
+            h = h + self.time_emb_proj(F.silu(time_emb))[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
         return shortcut + h
@@ -56,3 +59,16 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return self.conv(F.interpolate(x, size=size, mode="nearest"))
+
+
+class TransposedUpsample(nn.Module):
+    """A learned 2x2 stride-2 transposed convolution (the original UNet's "up-convolution"), cropped or
+    padded to the skip's exact size so odd sizes work too."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(channels, channels, 2, stride=2)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        x = self.conv(x)[..., : size[0], : size[1]]
+        return F.pad(x, (0, size[1] - x.shape[-1], 0, size[0] - x.shape[-2]), mode="replicate")

@@ -102,6 +102,7 @@ class UpBlock(nn.Module):
         heads: int,
         transformer_layers: int,
         upsample: bool,
+        make_upsample: Callable[[int], nn.Module] = Upsample,
     ):
         super().__init__()
         channels = [in_channels] + [out_channels] * (len(skip_channels) - 1)
@@ -111,7 +112,7 @@ class UpBlock(nn.Module):
             self.attentions = nn.ModuleList(
                 make_attention(out_channels, heads, transformer_layers) for _ in skip_channels
             )
-        self.upsamplers = nn.ModuleList([Upsample(out_channels)]) if upsample else None
+        self.upsamplers = nn.ModuleList([make_upsample(out_channels)]) if upsample else None
 
     def forward(self, x, emb, skips: list[torch.Tensor], context, self_bias, cross_bias, size=None) -> torch.Tensor:
         """``skips`` are consumed from the end (deepest first); ``size`` is where to upsample to."""
