@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from PIL import Image
 
-from ..training.loop import resolve_precision
+from ..training.loop import make_accelerator
 from ..training.run_log import RunLog
 from .data import SHAPES_CLASSES, SegmentationFolder, batches, open_segmentation_source, to_tensors
 from .losses import IGNORE_INDEX, LOSSES
@@ -58,7 +57,7 @@ def train_segmentation(config: SegmentationConfig) -> Path:
         raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {config.loss!r}")
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(mixed_precision=resolve_precision(config.mixed_precision))
+    accelerator = make_accelerator(config.mixed_precision)
     set_seed(config.seed)
     source = open_segmentation_source(config.data, config.resolution, config.seed)
     num_classes = config.num_classes or count_classes(source)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -43,13 +44,21 @@ def resolve_precision(requested: str) -> str:
     return "bf16" if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported() else "no"
 
 
+def make_accelerator(mixed_precision: str, **kwargs) -> Accelerator:
+    """An Accelerator with this run's precision, also when an earlier run in the same process used another.
+
+    accelerate keeps the precision in process-wide state and refuses a second, different one; clearing the
+    accelerator part of that state (the process group stays) lets a notebook or a test suite call
+    ``train`` several times.
+    """
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=resolve_precision(mixed_precision), **kwargs)
+
+
 def train(config: TrainConfig) -> Path:
     """Train a NoiseUNet (and, when built from scratch, its text encoder) and save the pipeline folder."""
     output = Path(config.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=resolve_precision(config.mixed_precision),
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-    )
+    accelerator = make_accelerator(config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps)
     set_seed(config.seed)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
