@@ -24,7 +24,7 @@ from ..data.checks import usable_samples
 from ..data.loader import TrainingStream, training_batches
 from ..data.shapes import SAMPLE_PROMPTS
 from ..grid import image_grid
-from ..pipeline import NoiseUNetPipeline, generate
+from ..pipeline import NoiseUNetPipeline, generate, use_scheduler
 from ..text import encode_prompts
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .components import Components, build_components
@@ -213,8 +213,6 @@ def ema_weights(accelerator: Accelerator, parts: Components, unet, text_encoder,
 def validate(accelerator: Accelerator, parts: Components, unet, text_encoder, ema: EMAModel, output: Path,
              step: int, prompts: list[str], images_per_prompt: int = 4) -> Path:
     """samples/step-N.png: a grid of the validation prompts drawn with the EMA weights (20 DPM++ steps)."""
-    from ..pipeline import use_scheduler
-
     with ema_weights(accelerator, parts, unet, text_encoder, ema) as (eval_unet, eval_text_encoder):
         pipe = NoiseUNetPipeline(unet=eval_unet, text_encoder=eval_text_encoder, tokenizer=parts.tokenizer,
                                  scheduler=parts.scheduler, vae=parts.vae)
