@@ -16,6 +16,8 @@ import torch
 from tokenizers import pre_tokenizers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from .files import from_pretrained
+
 MAX_LENGTH = 77  # CLIP's context length; every SD pipeline pads prompts to it
 
 
@@ -52,7 +54,13 @@ def train_tokenizer(captions: Iterable[str], vocab_size: int = 1000, max_length:
 def build_text_encoder(
     tokenizer: CLIPTokenizer, hidden_size: int = 256, num_layers: int = 4, num_heads: int = 4
 ) -> CLIPTextModel:
-    """A randomly initialised CLIP text transformer sized for ``tokenizer``'s vocabulary."""
+    """A randomly initialised CLIP text transformer sized for ``tokenizer``'s vocabulary.
+
+    Word embeddings start at unit scale instead of CLIP's 0.02. At 0.02 the attention and MLP outputs swamp
+    them in the residual stream, so a caption's words blur into their context: after 10 minutes on the
+    shapes data the final states of "left" and "right" had a cosine similarity of 0.991, and the UNet
+    never learned which side a shape goes on. At unit scale every word stays distinguishable from the start.
+    """
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -64,12 +72,15 @@ def build_text_encoder(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return CLIPTextModel(config)
+    model = CLIPTextModel(config)
+    torch.nn.init.normal_(model.get_input_embeddings().weight, std=1.0)
+    return model
 
 
-def load_text_encoder(name_or_path: str) -> tuple[CLIPTokenizer, CLIPTextModel]:
+def load_text_encoder(name_or_path: str, allow_pickle: bool = False) -> tuple[CLIPTokenizer, CLIPTextModel]:
     """Tokenizer and text encoder from a hub name or folder: a CLIP model itself, or a diffusers pipeline
-    folder/repo holding them under ``tokenizer/`` and ``text_encoder/``."""
+    folder/repo holding them under ``tokenizer/`` and ``text_encoder/``. Weights from safetensors only,
+    unless ``allow_pickle``."""
     is_pipeline = os.path.isdir(os.path.join(name_or_path, "text_encoder"))
     if not os.path.isdir(name_or_path):
         from huggingface_hub import file_exists
@@ -77,7 +88,7 @@ def load_text_encoder(name_or_path: str) -> tuple[CLIPTokenizer, CLIPTextModel]:
         is_pipeline = file_exists(name_or_path, "text_encoder/config.json")
     tokenizer_folder, encoder_folder = ("tokenizer", "text_encoder") if is_pipeline else ("", "")
     tokenizer = CLIPTokenizer.from_pretrained(name_or_path, subfolder=tokenizer_folder)
-    text_encoder = CLIPTextModel.from_pretrained(name_or_path, subfolder=encoder_folder, use_safetensors=True)
+    text_encoder = from_pretrained(CLIPTextModel, name_or_path, allow_pickle, subfolder=encoder_folder)
     return tokenizer, text_encoder
 
 
