@@ -9,12 +9,11 @@ from .data.shapes import SAMPLE_PROMPTS
 from .training.config import TrainConfig
 
 
-
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     a = parser.add_argument
     a("--data", default=None, help="image folder with metadata.jsonl/csv, a saved datasets folder, a dataset "
-      "name, or 'shapes' (default: the built-in shapes data)")
+      "name, a folder or glob of WebDataset .tar shards, or 'shapes' (default: the built-in shapes data)")
     a("--output", dest="output_dir", default=defaults.output_dir, help="where the pipeline folder is written")
     a("--caption-column", default=defaults.caption_column)
     a("--image-column", default=defaults.image_column)
@@ -24,14 +23,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--caption-dropout", type=float, default=defaults.caption_dropout)
     a("--on-bad-sample", default=defaults.on_bad_sample, choices=["skip", "error"],
       help="skip bad images/captions with a warning, or stop before training")
+    a("--streaming", action="store_true", help="stream the --data hub dataset instead of downloading it "
+      "(a folder or glob of .tar shards always streams)")
+    a("--shuffle-buffer", type=int, default=defaults.shuffle_buffer, help="examples shuffled together when streaming")
     a("--text-encoder", default=None, help="CLIP text encoder name or folder (default: build a small one)")
     a("--train-text-encoder", action=argparse.BooleanOptionalAction, default=None)
     a("--vae", default=None, help="AutoencoderKL name or folder for latent diffusion (default: pixel space)")
+    a("--allow-pickle", action="store_true", help="also load --text-encoder/--vae weights from pickle (.bin) files")
     a("--config", "--unet-config", dest="unet_config", default=None,
       help="JSON file or string of NoiseUNet config overrides (block_out_channels, ...)")
     a("--beta-schedule", default=defaults.beta_schedule, choices=["linear", "scaled_linear", "squaredcos_cap_v2"])
     a("--prediction-type", default=defaults.prediction_type, choices=["epsilon", "v_prediction"])
-    a("--snr-gamma", type=float, default=defaults.snr_gamma, help="min-SNR-gamma weighting (0 = off)")
+    a("--snr-gamma", type=float, default=defaults.snr_gamma, help="min-SNR-gamma weighting, e.g. 5 (default and 0: off)")
     a("--offset-noise", type=float, default=defaults.offset_noise)
     a("--batch-size", type=int, default=defaults.batch_size, help="per process")
     a("--gradient-accumulation-steps", type=int, default=defaults.gradient_accumulation_steps)
@@ -44,6 +47,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--seed", type=int, default=defaults.seed)
     a("--num-workers", type=int, default=defaults.num_workers)
     a("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    a("--log-every", type=int, default=defaults.log_every, help="steps per metrics.jsonl record")
     a("--validation-prompts", nargs="+", default=None, help="prompts for samples/step-N.png grids")
     a("--validate-every", type=int, default=defaults.validate_every)
     a("--resume", default=None, help="'latest' or a checkpoint folder")
@@ -74,33 +78,30 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, steps: int = 20) -> 
     parser.add_argument("--guidance-scale", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--allow-pickle", action="store_true", help="also load pickle (.bin) weights")
 
 
 def run_sample(args: argparse.Namespace) -> None:
+    from .files import from_pretrained, save_image
     from .grid import image_grid
     from .pipeline import NoiseUNetPipeline, generate, use_scheduler
 
-    pipe = use_scheduler(NoiseUNetPipeline.from_pretrained(args.dir), args.scheduler)
+    pipe = use_scheduler(from_pretrained(NoiseUNetPipeline, args.dir, args.allow_pickle), args.scheduler)
     rows = generate(pipe, args.prompts, args.num_images, args.seed, args.batch_size, args.negative_prompt,
                     num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(rows, args.prompts).save(out)
-    print(f"grid: {out}")
+    print(f"grid: {save_image(image_grid(rows, args.prompts), args.out)}")
     if args.out_dir:
-        folder = Path(args.out_dir)
-        folder.mkdir(parents=True, exist_ok=True)
         for i, row in enumerate(rows):
             for k, image in enumerate(row):
-                image.save(folder / f"prompt{i:02d}_seed{args.seed + k}.png")
-        print(f"images: {folder}")
+                save_image(image, Path(args.out_dir) / f"prompt{i:02d}_seed{args.seed + k}.png")
+        print(f"images: {args.out_dir}")
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate, format_report
 
     report = evaluate(args.dir, args.images_per_prompt, args.scheduler, args.steps, args.guidance_scale, args.seed,
-                      args.batch_size)
+                      args.batch_size, allow_pickle=args.allow_pickle)
     print(format_report(report))
     print(f"report: {Path(args.dir) / 'evaluation.json'}, picture: {Path(args.dir) / 'evaluation.png'}")
 
@@ -125,10 +126,10 @@ def run_main(args: argparse.Namespace) -> None:
     output = train(train_config(args))
     sample_args = argparse.Namespace(dir=output, prompts=list(SAMPLE_PROMPTS), num_images=6, negative_prompt=None,
                                      out=str(output / "samples.png"), out_dir=None, scheduler="dpm++", steps=20,
-                                     guidance_scale=3.0, seed=0, batch_size=64)
+                                     guidance_scale=3.0, seed=0, batch_size=64, allow_pickle=False)
     run_sample(sample_args)
     run_evaluate(argparse.Namespace(dir=output, images_per_prompt=args.images_per_prompt, scheduler="dpm++",
-                                    steps=20, guidance_scale=3.0, seed=0, batch_size=128))
+                                    steps=20, guidance_scale=3.0, seed=0, batch_size=128, allow_pickle=False))
 
 
 def run_segment_train(args: argparse.Namespace) -> None:
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError, FloatingPointError) as error:
         sys.exit(f"noiseunet {args.command}: error: {error}")
 
 

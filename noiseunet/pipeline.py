@@ -101,6 +101,10 @@ class NoiseUNetPipeline(DiffusionPipeline):
             raise ValueError(f"generator: got {len(generator)} generators for {count} images")
         size = self.unet.config.sample_size * self.scale_factor
         height, width = height or size, width or size
+        for name, value in (("height", height), ("width", width)):
+            if value < self.scale_factor or value % self.scale_factor:
+                raise ValueError(f"{name} must be a positive multiple of {self.scale_factor} (the VAE's downscaling), "
+                                 f"got {value}")
 
         repeat = lambda texts: [t for t in texts for _ in range(num_images_per_prompt)]  # noqa: E731
         guided = guidance_scale != 1.0

@@ -8,6 +8,7 @@ from diffusers import AutoencoderKL
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test that tried to download would fail loudly, not hang
 
+from noiseunet import NoiseUNet, NoiseUNetPipeline
 from noiseunet.text import build_text_encoder, train_tokenizer
 
 CAPTIONS = [f"a {c} {s} on the {p}" for c in ("red", "green", "blue") for s in ("circle", "square") for p in ("left", "right")]
@@ -33,3 +34,21 @@ def vae():
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
         norm_num_groups=32, sample_size=32,
     ).eval()
+
+
+def tiny_unet(channels: int, sample_size: int, text_width: int) -> NoiseUNet:
+    torch.manual_seed(0)
+    return NoiseUNet(sample_size=sample_size, in_channels=channels, out_channels=channels, block_out_channels=(32, 32),
+                     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                     up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=2,
+                     cross_attention_dim=text_width).eval()
+
+
+@pytest.fixture
+def pixel_pipe(text_encoder, tokenizer):
+    from diffusers import DDPMScheduler
+
+    pipe = NoiseUNetPipeline(unet=tiny_unet(3, 16, text_encoder.config.hidden_size), text_encoder=text_encoder,
+                             tokenizer=tokenizer, scheduler=DDPMScheduler(num_train_timesteps=1000))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -5,28 +5,12 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
+from conftest import tiny_unet
+
 from noiseunet import NoiseUNet, NoiseUNetPipeline
 from noiseunet.pipeline import SCHEDULERS, generate, use_scheduler
 
 PROMPTS = ["a red circle on the left", "a blue square on the right"]
-
-
-def tiny_unet(channels: int, sample_size: int, text_width: int) -> NoiseUNet:
-    torch.manual_seed(0)
-    return NoiseUNet(sample_size=sample_size, in_channels=channels, out_channels=channels, block_out_channels=(32, 32),
-                     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                     up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=2,
-                     cross_attention_dim=text_width).eval()
-
-
-@pytest.fixture
-def pixel_pipe(text_encoder, tokenizer):
-    from diffusers import DDPMScheduler
-
-    pipe = NoiseUNetPipeline(unet=tiny_unet(3, 16, text_encoder.config.hidden_size), text_encoder=text_encoder,
-                             tokenizer=tokenizer, scheduler=DDPMScheduler(num_train_timesteps=1000))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def run(pipe, **kwargs):
@@ -87,7 +71,8 @@ def test_same_seed_same_images_whatever_the_batch(pixel_pipe):
 
 def test_bad_arguments_are_named(pixel_pipe):
     for kwargs, message in [({"num_inference_steps": 0}, "num_inference_steps"), ({"guidance_scale": -1}, "guidance"),
-                            ({"num_images_per_prompt": 0}, "num_images_per_prompt")]:
+                            ({"num_images_per_prompt": 0}, "num_images_per_prompt"),
+                            ({"height": -4}, "height must be a positive multiple of 1")]:
         with pytest.raises(ValueError, match=message):
             pixel_pipe(PROMPTS, **kwargs)
 
@@ -111,6 +96,8 @@ def test_latent_folder_loads_in_stable_diffusion_pipeline(text_encoder, tokenize
     pipe.set_progress_bar_config(disable=True)
     ours = run(pipe, guidance_scale=1.0, height=32, width=32)
     assert ours.shape == (2, 32, 32, 3)
+    with pytest.raises(ValueError, match="width must be a positive multiple of 2 .*got 33"):
+        run(pipe, height=32, width=33)
     pipe.save_pretrained(tmp_path)
     sd = StableDiffusionPipeline.from_pretrained(tmp_path, safety_checker=None, requires_safety_checker=False)
     sd.set_progress_bar_config(disable=True)

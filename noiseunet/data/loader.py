@@ -47,16 +47,23 @@ class TrainingStream(Dataset):
         self.random_crop, self.flip, self.caption_dropout = random_crop, flip, caption_dropout
 
     def __getitem__(self, position: int) -> dict:
-        rng = np.random.default_rng([self.seed, 1, position])
         item = self.source[self.source_index(position)]
-        caption = item["caption"]
-        if isinstance(caption, (list, tuple)):
-            caption = caption[int(rng.integers(len(caption)))]
-        flip = self.flip and not mentions_left_or_right(caption)
-        pixels = preprocess(item["image"], self.resolution, self.random_crop, flip, rng)
-        if rng.random() < self.caption_dropout:
-            caption = ""
-        return {"pixel_values": pixels, "caption": caption}
+        return training_example(item["image"], item["caption"], self.resolution, [self.seed, 1, position],
+                                self.random_crop, self.flip, self.caption_dropout)
+
+
+def training_example(image, caption: str | list[str], resolution: int, rng_key: list[int], random_crop: bool,
+                     flip: bool, caption_dropout: float) -> dict:
+    """One training pair: pick a caption (from a list), crop/flip/scale the image, maybe drop the caption.
+    Every random choice comes from ``rng_key``, so the same key gives the same example."""
+    rng = np.random.default_rng(rng_key)
+    if isinstance(caption, (list, tuple)):
+        caption = caption[int(rng.integers(len(caption)))]
+    flip = flip and not mentions_left_or_right(caption)
+    pixels = preprocess(image, resolution, random_crop, flip, rng)
+    if rng.random() < caption_dropout:
+        caption = ""
+    return {"pixel_values": pixels, "caption": caption}
 
 
 def collate(items: list[dict]) -> dict:

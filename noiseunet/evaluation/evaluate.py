@@ -6,11 +6,11 @@ reported per attribute and for all attributes at once, separately for seen and h
 the latter measuring whether the model composes words it only learned apart.
 """
 
-import json
 import time
 from pathlib import Path
 
 from ..data.shapes import evaluation_specs
+from ..files import from_pretrained, save_image, write_json
 from ..grid import image_grid
 from ..pipeline import NoiseUNetPipeline, generate, use_scheduler
 from .checker import judge
@@ -28,11 +28,12 @@ def evaluate(
     batch_size: int = 128,
     write: bool = True,
     pipe: NoiseUNetPipeline | None = None,
+    allow_pickle: bool = False,
 ) -> dict:
     """Scores as {"seen": {...}, "held_out": {...}, "settings": {...}}; with ``write``, also
     ``evaluation.json`` and ``evaluation.png`` (each image framed green if all attributes are right)."""
     pipeline_dir = Path(pipeline_dir)
-    pipe = pipe or NoiseUNetPipeline.from_pretrained(pipeline_dir)
+    pipe = pipe or from_pretrained(NoiseUNetPipeline, pipeline_dir, allow_pickle)
     use_scheduler(pipe, scheduler)
     pipe.set_progress_bar_config(disable=True)
     started = time.perf_counter()
@@ -52,10 +53,10 @@ def evaluate(
                           "guidance_scale": guidance_scale, "seed": seed,
                           "seconds": round(time.perf_counter() - started, 1)}
     if write:
-        (pipeline_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
+        write_json(pipeline_dir / "evaluation.json", report)
         title = (f"seen: {report['seen']['all_correct']:.1%} all correct, held out: "
                  f"{report['held_out']['all_correct']:.1%} ({scheduler}, {steps} steps, guidance {guidance_scale})")
-        image_grid(rows, labels, marks, cell=48, title=title).save(pipeline_dir / "evaluation.png")
+        save_image(image_grid(rows, labels, marks, cell=48, title=title), pipeline_dir / "evaluation.png")
     return report
 
 

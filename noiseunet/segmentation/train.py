@@ -10,6 +10,7 @@ import torch
 from accelerate.utils import set_seed
 from PIL import Image
 
+from ..files import from_pretrained, replacing_folder_entries, save_image, write_json
 from ..training.loop import make_accelerator
 from ..training.run_log import RunLog
 from .data import SHAPES_CLASSES, SegmentationFolder, batches, open_segmentation_source, to_tensors
@@ -82,10 +83,11 @@ def train_segmentation(config: SegmentationConfig) -> Path:
         step += 1
         log.step(step, loss.item(), config.learning_rate)
     log.close()
-    accelerator.unwrap_model(model).save_pretrained(output / "model")
+    with replacing_folder_entries(output) as staging:
+        accelerator.unwrap_model(model).save_pretrained(staging / "model")
     summary = {**asdict(config), "num_classes": num_classes, "steps": step, "minutes": log.elapsed / 60,
                "images_seen": step * config.batch_size}
-    (output / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(output / "train_summary.json", summary)
     print(f"trained {step} steps in {log.elapsed / 60:.1f} min -> {output / 'model'}")
     return output
 
@@ -94,7 +96,7 @@ def evaluate_segmentation(run_dir: str | Path, data: str | None = None, max_imag
     """Confusion-matrix metrics on ``data`` (default: built-in shapes images training never drew);
     writes RUN/evaluation.json."""
     run_dir = Path(run_dir)
-    model = SegmentationUNet.from_pretrained(run_dir / "model").eval()
+    model = from_pretrained(SegmentationUNet, run_dir / "model").eval()
     trained = json.loads((run_dir / "train_summary.json").read_text())
     source = open_segmentation_source(data, trained["resolution"], trained["seed"], split="eval")
     count = min(max_images, len(source))
@@ -104,13 +106,13 @@ def evaluate_segmentation(run_dir: str | Path, data: str | None = None, max_imag
         images, masks = next(stream)
         confusion += confusion_matrix(model.predict(images), masks, model.config.num_classes)
     result = {**scores(confusion), "images": math.ceil(count / 64) * 64, "data": data or "shapes (unseen images)"}
-    (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
+    write_json(run_dir / "evaluation.json", result)
     return result
 
 
 def predict_masks(run_dir: str | Path, images: list[str], out_dir: str | Path) -> list[Path]:
     """For each image: NAME_mask.png (class indices) and NAME_overlay.png (classes coloured over the image)."""
-    model = SegmentationUNet.from_pretrained(Path(run_dir) / "model").eval()
+    model = from_pretrained(SegmentationUNet, Path(run_dir) / "model").eval()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -122,7 +124,6 @@ def predict_masks(run_dir: str | Path, images: list[str], out_dir: str | Path) -
         colours = PALETTE[mask % len(PALETTE)]
         overlay = np.where(mask[..., None] > 0, (0.45 * image + 0.55 * colours).astype(np.uint8), image)
         stem = out_dir / Path(path).stem
-        Image.fromarray(mask, "L").save(f"{stem}_mask.png")
-        Image.fromarray(overlay).save(f"{stem}_overlay.png")
-        written += [Path(f"{stem}_mask.png"), Path(f"{stem}_overlay.png")]
+        written += [save_image(Image.fromarray(mask, "L"), f"{stem}_mask.png"),
+                    save_image(Image.fromarray(overlay), f"{stem}_overlay.png")]
     return written

@@ -8,12 +8,15 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
+from accelerate import PartialState
 from diffusers import AutoencoderKL, DDPMScheduler
 from torch.utils.data import Dataset, Subset
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..data import HFImageCaptions, ImageCaptionFolder, ShapesDataset
 from ..data.shapes import split_specs
+from ..data.streaming import StreamedBatches
+from ..files import from_pretrained, replacing_folder_entries
 from ..model import NoiseUNet
 from ..text import build_text_encoder, load_text_encoder, train_tokenizer
 from .config import SMALL_TEXT_ENCODER, TrainConfig
@@ -29,8 +32,10 @@ class Components:
     train_text_encoder: bool
 
 
-def caption_corpus(source: Dataset, limit: int = 100_000) -> list[str]:
+def caption_corpus(source: Dataset | StreamedBatches, limit: int = 100_000) -> list[str]:
     """Captions to train a tokenizer on, read without decoding any image."""
+    if isinstance(source, StreamedBatches):
+        return source.captions(min(limit, 10_000))
     indices = range(min(limit, len(source)))
     if isinstance(source, Subset):  # the usable samples of a checked source
         source, indices = source.dataset, source.indices[:limit]
@@ -46,10 +51,10 @@ def caption_corpus(source: Dataset, limit: int = 100_000) -> list[str]:
     return [c for c in flat if isinstance(c, str)]
 
 
-def build_components(config: TrainConfig, source: Dataset) -> Components:
+def build_components(config: TrainConfig, source: Dataset | StreamedBatches) -> Components:
     output = Path(config.output_dir)
     if config.text_encoder:
-        tokenizer, text_encoder = load_text_encoder(config.text_encoder)
+        tokenizer, text_encoder = load_text_encoder(config.text_encoder, config.allow_pickle)
         train_text = bool(config.train_text_encoder)
     else:
         saved = output / "tokenizer"
@@ -57,14 +62,17 @@ def build_components(config: TrainConfig, source: Dataset) -> Components:
             tokenizer = CLIPTokenizer.from_pretrained(saved)
         else:
             tokenizer = train_tokenizer(caption_corpus(source), max_length=config.max_text_length)
-            tokenizer.save_pretrained(saved)
+            if PartialState().is_main_process:  # every process builds the same one; one writes it
+                with replacing_folder_entries(output) as staging:
+                    tokenizer.save_pretrained(staging / saved.name)
         text_encoder = build_text_encoder(tokenizer, **SMALL_TEXT_ENCODER)
         train_text = config.train_text_encoder is not False
 
     vae = None
     channels, sample_size = 3, config.resolution
     if config.vae:
-        vae = AutoencoderKL.from_pretrained(config.vae, subfolder="vae" if (Path(config.vae) / "vae").is_dir() else None)
+        vae = from_pretrained(AutoencoderKL, config.vae, config.allow_pickle,
+                              subfolder="vae" if (Path(config.vae) / "vae").is_dir() else None)
         vae.requires_grad_(False).eval()
         channels = vae.config.latent_channels
         sample_size = config.resolution // 2 ** (len(vae.config.block_out_channels) - 1)

@@ -11,23 +11,34 @@ from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
 
+Generator = torch.Generator | list[torch.Generator] | None
+
+
+def draw_noise(x0: torch.Tensor, generator: Generator, num_timesteps: int, offset_noise: float = 0.0
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(noise like ``x0``, timesteps (B,)). Given one generator per sample, each sample's draws depend on its
+    generator alone, so a batch split over processes draws exactly what the whole batch draws in one."""
+    if isinstance(generator, list):
+        draws = [draw_noise(x0[i : i + 1], g, num_timesteps, offset_noise) for i, g in enumerate(generator)]
+        return torch.cat([noise for noise, _ in draws]), torch.cat([t for _, t in draws])
+    batch = x0.shape[0]
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    if offset_noise:  # a per-channel constant shift, so the model can learn very dark or bright images
+        noise = noise + offset_noise * torch.randn(batch, x0.shape[1], 1, 1, generator=generator, device=x0.device)
+    return noise, torch.randint(0, num_timesteps, (batch,), generator=generator, device=x0.device)
+
+
 def diffusion_loss(
     unet,
     x0: torch.Tensor,
     context: torch.Tensor,
     scheduler: DDPMScheduler,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     snr_gamma: float | None = None,
     offset_noise: float = 0.0,
 ) -> torch.Tensor:
     """One Monte-Carlo sample of the diffusion loss for a batch of clean images (or latents) ``x0``."""
-    batch = x0.shape[0]
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    if offset_noise:  # a per-channel constant shift, so the model can learn very dark or bright images
-        noise = noise + offset_noise * torch.randn(batch, x0.shape[1], 1, 1, generator=generator, device=x0.device)
-    timesteps = torch.randint(
-        0, scheduler.config.num_train_timesteps, (batch,), generator=generator, device=x0.device
-    )
+    noise, timesteps = draw_noise(x0, generator, scheduler.config.num_train_timesteps, offset_noise)
     noisy = scheduler.add_noise(x0, noise, timesteps)
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(x0, noise, timesteps)

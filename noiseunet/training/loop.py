@@ -6,8 +6,8 @@ function of the seed (so resume replays it exactly), per-step noise generators (
 budget, clean stops on SIGINT/SIGTERM, and a final folder in the standard pipeline layout.
 """
 
-import json
 import math
+import os
 import signal
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +22,9 @@ from diffusers.training_utils import EMAModel
 from ..data import ShapesDataset, open_source
 from ..data.checks import usable_samples
 from ..data.loader import TrainingStream, training_batches
+from ..data.streaming import StreamedBatches, open_stream
 from ..data.shapes import SAMPLE_PROMPTS
+from ..files import replacing_folder_entries, save_image, write_json
 from ..grid import image_grid
 from ..pipeline import NoiseUNetPipeline, generate, use_scheduler
 from ..text import encode_prompts
@@ -52,21 +54,34 @@ def make_accelerator(mixed_precision: str, **kwargs) -> Accelerator:
     ``train`` several times.
     """
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=resolve_precision(mixed_precision), **kwargs)
+    # Several processes (accelerate launch, torchrun) on a machine without a GPU: accelerate only picks its
+    # CPU backend (gloo) when told it runs on the CPU; otherwise each process would train alone.
+    cpu_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    return Accelerator(mixed_precision=resolve_precision(mixed_precision), cpu=cpu_processes, **kwargs)
 
 
 def train(config: TrainConfig) -> Path:
     """Train a NoiseUNet (and, when built from scratch, its text encoder) and save the pipeline folder."""
     output = Path(config.output_dir)
-    accelerator = make_accelerator(config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps)
+    # The LR schedule counts optimizer steps whatever the process count (accelerate would otherwise step it
+    # once per process, warming up twice as fast on two processes as on one with the same global batch).
+    accelerator = make_accelerator(config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
+                                   step_scheduler_with_optimizer=False)
     set_seed(config.seed)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
-        (output / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        write_json(output / "train_config.json", config.to_dict())
     accelerator.wait_for_everyone()
 
-    source = open_source(config.data, config.resolution, config.caption_column, config.image_column, config.seed)
-    source = usable_samples(source, config.resolution, config.on_bad_sample)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    streamed = open_stream(config.data, config.streaming)
+    if streamed is None:
+        source = open_source(config.data, config.resolution, config.caption_column, config.image_column, config.seed)
+        source = usable_samples(source, config.resolution, config.on_bad_sample)
+    else:
+        source = StreamedBatches(streamed, config.data, config.batch_size, config.resolution, config.seed, rank, world,
+                                 config.random_crop, config.flip, config.caption_dropout, config.image_column,
+                                 config.caption_column, config.on_bad_sample, config.shuffle_buffer)
     parts = build_components(config, source)
     unet, text_encoder, vae, scheduler = parts.unet, parts.text_encoder, parts.vae, parts.scheduler
     if config.gradient_checkpointing:
@@ -78,7 +93,6 @@ def train(config: TrainConfig) -> Path:
     ema = EMAModel(parameters, decay=config.ema_max_decay, use_ema_warmup=True, power=config.ema_power)
 
     unet, text_encoder, optimizer, lr_schedule = accelerator.prepare(unet, text_encoder, optimizer, lr_schedule)
-    accelerator.register_for_checkpointing(ema)
     if vae is not None:
         vae.to(accelerator.device)
     ema.to(accelerator.device)
@@ -87,19 +101,25 @@ def train(config: TrainConfig) -> Path:
     step, images_seen = 0, 0
     checkpoint = resolve_resume(output, config.resume)
     if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint)
+        state, process_state = load_checkpoint(accelerator, checkpoint, ema)
         step, images_seen = state["step"], state["images_seen"]
+        if isinstance(source, StreamedBatches):
+            source.load_state_dict(process_state["stream"])
         accelerator.print(f"resumed from {checkpoint} at step {step}")
 
-    world = accelerator.num_processes
     per_step = config.batch_size * world * config.gradient_accumulation_steps
-    stream = TrainingStream(source, config.resolution, config.seed, config.random_crop, config.flip, config.caption_dropout)
-    batches = iter(training_batches(stream, config.batch_size, step * per_step, accelerator.process_index, world,
-                                    config.num_workers))
+    if isinstance(source, StreamedBatches):
+        batches = source
+    else:
+        stream = TrainingStream(source, config.resolution, config.seed, config.random_crop, config.flip,
+                                config.caption_dropout)
+        batches = iter(training_batches(stream, config.batch_size, step * per_step, rank, world, config.num_workers))
     prompts = config.validation_prompts or (list(SAMPLE_PROMPTS[:4]) if isinstance(source, ShapesDataset) else [])
 
     def checkpoint_now() -> None:
-        save_checkpoint(accelerator, output, {"step": step, "images_seen": images_seen}, config.checkpoints_total_limit)
+        process_state = {"stream": source.state_dict()} if isinstance(source, StreamedBatches) else {}
+        state = {"step": step, "images_seen": images_seen, "processes": world}
+        save_checkpoint(accelerator, output, state, ema, parameters, config.checkpoints_total_limit, process_state)
 
     max_steps = config.max_steps or math.inf
     budget = config.max_minutes * 60 if config.max_minutes else math.inf
@@ -108,12 +128,14 @@ def train(config: TrainConfig) -> Path:
     unet.train()
     text_encoder.train(parts.train_text_encoder)
     with stop_requests() as stop:
-        while step < max_steps and not stop.requested and not _out_of_time(accelerator, log.elapsed, budget):
-            for _ in range(config.gradient_accumulation_steps):
+        while step < max_steps and not _any_process(accelerator, log.elapsed >= budget or bool(stop.requested)):
+            for micro in range(config.gradient_accumulation_steps):
                 batch = next(batches)
-                generator = torch.Generator(accelerator.device).manual_seed(
-                    hash((config.seed, step, accelerator.process_index)) % 2**63
-                )
+                # One generator per sample, keyed by its place in the global batch: the noise does not depend
+                # on how the batch is split over processes.
+                generator = [torch.Generator(accelerator.device).manual_seed(
+                    hash((config.seed, step, micro, rank * config.batch_size + i)) % 2**63)
+                    for i in range(len(batch["captions"]))]
                 with accelerator.accumulate(unet), accelerator.autocast():
                     x0 = batch["pixel_values"].to(accelerator.device)
                     if vae is not None:
@@ -123,24 +145,28 @@ def train(config: TrainConfig) -> Path:
                         context = encode_prompts(parts.tokenizer, text_encoder, batch["captions"])
                     loss = diffusion_loss(forward_unet, x0, context, scheduler, generator, config.snr_gamma,
                                           config.offset_noise)
-                    if not torch.isfinite(loss):  # skip the update: NaN never reaches the weights
+                    finite = _all_finite(accelerator, loss)
+                    if not finite:  # skip the update: NaN never reaches the weights
                         optimizer.zero_grad(set_to_none=True)
                         break
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
-                    optimizer.step()
-                    lr_schedule.step()
+                        finite = _all_finite(accelerator, accelerator.clip_grad_norm_(parameters, config.max_grad_norm))
+                    if finite:
+                        optimizer.step()
+                        if accelerator.sync_gradients:
+                            lr_schedule.step()
                     optimizer.zero_grad(set_to_none=True)
-            finite = bool(torch.isfinite(loss))
             bad_in_a_row, skipped = (0, skipped) if finite else (bad_in_a_row + 1, skipped + 1)
             if bad_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
-                raise FloatingPointError(f"loss was NaN/Inf for {bad_in_a_row} steps in a row at step {step}; "
-                                         "lower --learning-rate or check the data")
+                raise FloatingPointError(f"loss or gradients were NaN/Inf for {bad_in_a_row} steps in a row at step "
+                                         f"{step}; lower --learning-rate or check the data")
             if finite:
                 ema.step(parameters)
             step += 1
             images_seen += per_step
+            if finite and world > 1:  # the whole global batch's loss, as one process with all of it would log
+                loss = accelerator.reduce(loss.detach(), reduction="mean")
             log.step(step, loss.item() if finite else None, lr_schedule.get_last_lr()[0])
             if step % config.checkpoint_every == 0:
                 checkpoint_now()
@@ -153,27 +179,33 @@ def train(config: TrainConfig) -> Path:
     minutes = log.elapsed / 60
     checkpoint_now()
     if accelerator.is_main_process:
-        with ema_weights(accelerator, parts, unet, text_encoder, ema) as (final_unet, final_text_encoder):
+        with ema_weights(accelerator, parts, unet, text_encoder, ema) as (final_unet, final_text_encoder), \
+                replacing_folder_entries(output, last="model_index.json") as staging:
             NoiseUNetPipeline(unet=final_unet, text_encoder=final_text_encoder, tokenizer=parts.tokenizer,
-                              scheduler=parts.scheduler, vae=parts.vae).save_pretrained(output, safe_serialization=True)
+                              scheduler=parts.scheduler, vae=parts.vae).save_pretrained(staging, safe_serialization=True)
         if prompts:
             validate(accelerator, parts, unet, text_encoder, ema, output, step, prompts)
         summary = {"steps": step, "images_seen": images_seen, "minutes": minutes, "skipped_steps": skipped,
                    "precision": accelerator.mixed_precision, "processes": world,
                    "images_per_second": images_seen / max(minutes * 60, 1e-9)}
-        (output / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        write_json(output / "train_summary.json", summary)
         accelerator.print(f"trained {step} steps ({images_seen:,} images) in {minutes:.1f} min -> {output}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return output
 
 
-def _out_of_time(accelerator: Accelerator, elapsed: float, budget: float) -> bool:
-    """Every process stops at the same step: any process out of time stops them all."""
-    if budget == math.inf:
-        return False
-    flag = torch.tensor([float(elapsed >= budget)], device=accelerator.device)
-    return bool(accelerator.reduce(flag, reduction="max").item()) if accelerator.num_processes > 1 else bool(flag.item())
+def _all_finite(accelerator: Accelerator, value: torch.Tensor) -> bool:
+    """Whether ``value`` is finite on every process, so that all processes skip a bad step together."""
+    bad = (~torch.isfinite(value.detach().float())).any().float().reshape(1)
+    return not (accelerator.reduce(bad, reduction="max") if accelerator.num_processes > 1 else bad).item()
+
+
+def _any_process(accelerator: Accelerator, flag: bool) -> bool:
+    """Whether ``flag`` holds on any process: out of time or asked to stop, every process stops at the same step."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), reduction="max").item())
 
 
 class _StopRequest:
@@ -221,6 +253,4 @@ def validate(accelerator: Accelerator, parts: Components, unet, text_encoder, em
         with accelerator.autocast():
             rows = generate(pipe, prompts, images_per_prompt, num_inference_steps=20, guidance_scale=3.0)
     path = output / "samples" / f"step-{step}.png"
-    path.parent.mkdir(exist_ok=True)
-    image_grid(rows, prompts, title=f"step {step}").save(path)
-    return path
+    return save_image(image_grid(rows, prompts, title=f"step {step}"), path)

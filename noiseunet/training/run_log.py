@@ -8,6 +8,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
+from ..files import replacing, save_image
+
 
 class RunLog:
     """Averages the loss over ``every`` steps, then writes a metrics.jsonl record and updates the bar.
@@ -20,6 +22,8 @@ class RunLog:
                  initial_step: int, enabled: bool):
         self.path, self.images_per_step, self.every, self.enabled = output / "metrics.jsonl", images_per_step, every, enabled
         self.budget_s, self.start = budget_s, time.perf_counter()
+        if enabled:
+            self._keep_records_up_to(initial_step)
         self.last_time, self.losses = self.start, []
         self.bar = tqdm(total=None if max_steps == math.inf else int(max_steps), initial=initial_step, unit="step",
                         desc="training", disable=not enabled, dynamic_ncols=True)
@@ -35,22 +39,44 @@ class RunLog:
         if step % self.every or not self.enabled:
             return
         now = time.perf_counter()
-        record = {"step": step, "loss": sum(self.losses) / max(len(self.losses), 1), "lr": lr,
+        mean_loss = sum(self.losses) / len(self.losses) if self.losses else None  # None: every step was skipped
+        record = {"step": step, "loss": mean_loss, "lr": lr,
                   "images_per_second": self.images_per_step * self.every / (now - self.last_time),
                   "minutes": (now - self.start) / 60}
         self.last_time, self.losses = now, []
-        postfix = {"loss": f"{record['loss']:.4f}", "img/s": f"{record['images_per_second']:.0f}"}
+        postfix = {"loss": "skipped" if mean_loss is None else f"{mean_loss:.4f}",
+                   "img/s": f"{record['images_per_second']:.0f}"}
         if self.budget_s != math.inf:
             postfix["min left"] = f"{max(self.budget_s - self.elapsed, 0) / 60:.1f}"
         self.bar.set_postfix(postfix)
         with open(self.path, "a") as file:
             file.write(json.dumps(record) + "\n")
 
+    def records(self) -> list[dict]:
+        """The metrics records written so far; a line torn by a kill is ignored."""
+        if not self.path.exists():
+            return []
+        records = []
+        for line in self.path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+    def _keep_records_up_to(self, step: int) -> None:
+        """A resumed run repeats the steps after its checkpoint: drop their old records (and torn lines)."""
+        if self.path.exists():
+            kept = [r for r in self.records() if r["step"] <= step]
+            with replacing(self.path) as temporary:
+                temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
     def close(self) -> None:
         self.bar.close()
-        if self.enabled and self.path.exists():
-            records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-            plot_loss([r["step"] for r in records], [r["loss"] for r in records]).save(self.path.with_name("loss.png"))
+        records = [r for r in self.records() if r["loss"] is not None] if self.enabled else []
+        if records:
+            save_image(plot_loss([r["step"] for r in records], [r["loss"] for r in records]),
+                       self.path.with_name("loss.png"))
 
 
 def plot_loss(steps: list[int], losses: list[float], size: tuple[int, int] = (640, 360)) -> Image.Image:

@@ -1,0 +1,173 @@
+"""Training on data larger than memory or disk: WebDataset tar shards or a hub dataset, streamed.
+
+``datasets`` reads the stream (local ``.tar`` shards through its webdataset builder, a hub dataset with
+``streaming=True``), shuffles the shard order and the examples within a buffer every epoch, and splits it
+between processes (``split_dataset_by_node``: whole shards per process when the shard count divides by
+the process count). Nothing is read in advance, so bad samples are met as they stream by: each is
+skipped and counted, or stops the run with ``on_bad_sample="error"``.
+
+Resume uses the stream's own ``state_dict``: it restarts at the example after the checkpoint. The
+examples sitting in the shuffle buffer at that moment are not replayed (a documented ``datasets``
+limit), so unlike the map-style sources a resumed streaming run is not bitwise the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import warnings
+
+import datasets
+from datasets.distributed import split_dataset_by_node
+from PIL import Image
+
+from .checks import Problem, caption_problem, image_problem
+from .loader import collate, training_example
+
+IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp", "image")
+CAPTION_COLUMNS = ("txt", "caption", "text")
+WARN_FIRST = 5  # bad samples named in warnings before they are only counted
+
+
+def tar_shards(data: str | None) -> list[str] | None:
+    """The sorted ``.tar`` shards ``data`` names (a folder holding them, one shard, or a glob), else None."""
+    if data is None:
+        return None
+    if os.path.isdir(data):
+        shards = glob.glob(os.path.join(data, "*.tar"))
+        return sorted(shards) or None
+    if data.endswith(".tar") or any(c in data for c in "*?["):
+        shards = sorted(glob.glob(data))
+        if not shards:
+            raise FileNotFoundError(f"--data {data}: no .tar shards match")
+        return shards
+    return None
+
+
+def open_stream(data: str | None, streaming: bool = False) -> datasets.IterableDataset | None:
+    """A streamed dataset when ``data`` names tar shards, or ``streaming`` is asked for a hub name; else None."""
+    shards = tar_shards(data)
+    if shards is not None:
+        return datasets.load_dataset("webdataset", data_files={"train": shards}, split="train", streaming=True)
+    if streaming:
+        if data in (None, "shapes"):
+            raise ValueError("--streaming needs --data: tar shards or a hub dataset name")
+        return datasets.load_dataset(data, split="train", streaming=True)
+    return None
+
+
+def _column(columns: list[str], wanted: str, fallbacks: tuple[str, ...], what: str, data: str) -> str:
+    for name in (wanted, *fallbacks):
+        if name in columns:
+            return name
+    raise ValueError(f"--data {data}: no {what} column {wanted!r} or {'/'.join(fallbacks)} "
+                     f"(columns: {', '.join(columns)})")
+
+
+class StreamedBatches:
+    """Endless training batches of one process from a streamed dataset; ``state_dict`` for resume.
+
+    Each example goes through the same ``training_example`` as the map-style sources, with its random
+    choices seeded by (seed, rank, position in this process's stream).
+    """
+
+    def __init__(self, dataset: datasets.IterableDataset, data: str, batch_size: int, resolution: int, seed: int = 0,
+                 rank: int = 0, world: int = 1, random_crop: bool = False, flip: bool = True,
+                 caption_dropout: float = 0.1, image_column: str = "image", caption_column: str = "text",
+                 on_bad_sample: str = "skip", shuffle_buffer: int = 1000):
+        first = next(iter(dataset))
+        self.image_column = _column(list(first), image_column, IMAGE_COLUMNS, "image", data)
+        self.caption_column = _column(list(first), caption_column, CAPTION_COLUMNS, "caption", data)
+        if isinstance(dataset.features, datasets.Features) and isinstance(
+                dataset.features.get(self.image_column), datasets.Image):
+            dataset = dataset.cast_column(self.image_column, datasets.Image(decode=False))  # we decode, to name bad files
+        if shuffle_buffer > 1:
+            dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
+        self.dataset = split_dataset_by_node(dataset, rank, world)
+        self.data, self.batch_size, self.resolution, self.seed, self.rank = data, batch_size, resolution, seed, rank
+        self.random_crop, self.flip, self.caption_dropout = random_crop, flip, caption_dropout
+        self.on_bad_sample = on_bad_sample
+        self.epoch, self.position, self.skipped = 0, 0, 0
+        self._rows = None
+
+    def __iter__(self) -> StreamedBatches:
+        return self
+
+    def __next__(self) -> dict:
+        return collate([self._next_example() for _ in range(self.batch_size)])
+
+    def _next_example(self) -> dict:
+        read_this_epoch = 0
+        while True:
+            if self._rows is None:
+                self.dataset.set_epoch(self.epoch)
+                self._rows = iter(self.dataset)
+            try:
+                row = next(self._rows)
+            except StopIteration:
+                if read_this_epoch == 0 and self.position == 0:
+                    raise ValueError(f"--data {self.data}: the stream is empty for process {self.rank}") from None
+                self.epoch, self._rows, read_this_epoch = self.epoch + 1, None, 0
+                continue
+            read_this_epoch += 1
+            self.position += 1
+            example = self._example(row)
+            if example is not None:
+                return example
+
+    def _example(self, row: dict) -> dict | None:
+        where = f"{row.get('__url__', self.data)}:{row.get('__key__', self.position)}"
+        image, problem = _decode(row.get(self.image_column))
+        caption = row.get(self.caption_column)
+        if isinstance(caption, bytes):
+            caption = caption.decode("utf-8", errors="replace")
+        problem = problem or caption_problem(caption) or image_problem(image, self.resolution)
+        if problem is not None:
+            self._bad(Problem(where, problem))
+            return None
+        rng_key = [self.seed, 2, self.rank, self.position]
+        return training_example(image, caption, self.resolution, rng_key, self.random_crop, self.flip,
+                                self.caption_dropout)
+
+    def _bad(self, problem: Problem) -> None:
+        if self.on_bad_sample == "error":
+            raise ValueError(f"bad sample in the stream: {problem}")
+        self.skipped += 1
+        if self.skipped <= WARN_FIRST:
+            warnings.warn(f"skipping bad sample {problem}" + (" (further ones are only counted)"
+                                                              if self.skipped == WARN_FIRST else ""), stacklevel=2)
+
+    def captions(self, limit: int = 10_000) -> list[str]:
+        """The captions of the first ``limit`` streamed rows (to train a tokenizer), images left undecoded."""
+        found = []
+        for row in self.dataset.take(limit):
+            caption = row.get(self.caption_column)
+            caption = caption.decode("utf-8", errors="replace") if isinstance(caption, bytes) else caption
+            found += [c for c in (caption if isinstance(caption, (list, tuple)) else [caption]) if isinstance(c, str)]
+        return found
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "skipped": self.skipped,
+                "dataset": self.dataset.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position, self.skipped = state["epoch"], state["position"], state["skipped"]
+        self.dataset.set_epoch(self.epoch)
+        self.dataset.load_state_dict(state["dataset"])
+        self._rows = None
+
+
+def _decode(value) -> tuple[Image.Image | None, str | None]:
+    """A streamed image value (PIL image, {"bytes", "path"} or raw bytes) -> (RGB-ready image, problem)."""
+    if isinstance(value, Image.Image):
+        return value, None
+    raw = value.get("bytes") if isinstance(value, dict) else value
+    if not isinstance(raw, bytes):
+        return None, "no image bytes"
+    try:
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+        return image, None
+    except Exception as error:  # PIL raises many types for bad bytes; each becomes a named, skipped sample
+        return None, f"unreadable image ({type(error).__name__}: {error})"
