@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,7 +42,7 @@ def replacing_folder_entries(folder: str | os.PathLike, last: str | None = None)
     entry of the same name in ``folder`` (``last`` moved last, e.g. the index that makes the folder
     loadable). An entry is never half-written: the old one is renamed aside before the new one moves in."""
     folder = Path(folder)
-    staging = folder / f".staging-{os.getpid()}"
+    staging = folder / ".staging"  # one writer per folder (the main process); a killed run's is cleared here
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
@@ -51,7 +52,10 @@ def replacing_folder_entries(folder: str | os.PathLike, last: str | None = None)
             if target.exists():
                 os.replace(target, aside)
             os.replace(entry, target)
-            shutil.rmtree(aside, ignore_errors=True) if aside.is_dir() else aside.unlink(missing_ok=True)
+            if aside.is_dir():
+                shutil.rmtree(aside)
+            else:
+                aside.unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -74,11 +78,16 @@ def from_pretrained(cls, path: str | os.PathLike, allow_pickle: bool = False, **
     transformers then unpickle with ``weights_only``; trust the source anyway)."""
     try:
         return cls.from_pretrained(path, use_safetensors=None if allow_pickle else True, **kwargs)
-    except (OSError, ValueError):
+    except (OSError, ValueError) as error:
         if not allow_pickle and _has_only_pickle_weights(Path(path)):
             raise ValueError(f"{path}: has pickle weights (.bin) and no .safetensors; pickle can run code, so it "
                              "is refused. Convert the weights to safetensors, or pass --allow-pickle if you trust "
                              "the source") from None
+        mismatch = re.search(r"Cannot load (.*?) ?because (\S+) expected shape (.+?), but got (.+?)\. ", str(error))
+        if mismatch:  # diffusers' message suggests ignore_mismatched_sizes, which would load garbage
+            where, name, expected, found = mismatch.groups()
+            raise ValueError(f"{where or path}: a config.json does not match its weights: {name} has shape {found} "
+                             f"in the weights but {expected} by the config") from None
         raise
 
 

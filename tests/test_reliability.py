@@ -187,3 +187,13 @@ def test_pickle_weights_are_refused_unless_allowed(tmp_path, tokenizer, text_enc
     result = noiseunet("sample", str(tmp_path / "pipe"), "a cat", "--steps", "1", check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("noiseunet sample: error:") and "pickle" in result.stderr
+
+
+def test_config_that_does_not_match_the_weights_is_a_one_line_error(tmp_path, pixel_pipe):
+    pixel_pipe.save_pretrained(tmp_path / "pipe")
+    config_file = tmp_path / "pipe" / "unet" / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "block_out_channels": [32, 64]}))
+    result = noiseunet("sample", str(tmp_path / "pipe"), "a cat", "--steps", "1", check=False)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and last.startswith("noiseunet sample: error:"), result.stderr
+    assert "pipe: a config.json does not match its weights: down_blocks.1" in last and "has shape" in last

@@ -100,3 +100,18 @@ def test_training_streams_shards_and_resumes(tmp_path):
     train(tiny_config(tmp_path / "run", data=str(folder), max_steps=6, resume="latest"))
     summary = json.loads((output / "train_summary.json").read_text())
     assert summary["steps"] == 6 and (output / "unet" / "diffusion_pytorch_model.safetensors").exists()
+
+
+def test_streaming_flag_streams_a_local_datasets_folder(tmp_path):
+    """--streaming reads anything `datasets.load_dataset` can stream; here an imagefolder with metadata."""
+    from test_training import shapes_folder
+
+    folder = shapes_folder(tmp_path / "data", count=12)
+    output = train(tiny_config(tmp_path / "run", data=str(folder), streaming=True, max_steps=2))
+    assert json.loads((output / "train_summary.json").read_text())["steps"] == 2
+
+
+def test_a_stream_with_no_usable_sample_is_an_error_not_a_hang(tmp_path):
+    folder = write_shards(tmp_path / "shards", shards=1, per_shard=3)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="no usable sample in a whole pass"):
+        next(stream(folder, resolution=64))  # every 16x16 image is smaller than the resolution

@@ -98,19 +98,20 @@ class StreamedBatches:
         return collate([self._next_example() for _ in range(self.batch_size)])
 
     def _next_example(self) -> dict:
-        read_this_epoch = 0
+        passes_without_a_good_sample = 0
         while True:
             if self._rows is None:
                 self.dataset.set_epoch(self.epoch)
                 self._rows = iter(self.dataset)
             try:
                 row = next(self._rows)
-            except StopIteration:
-                if read_this_epoch == 0 and self.position == 0:
-                    raise ValueError(f"--data {self.data}: the stream is empty for process {self.rank}") from None
-                self.epoch, self._rows, read_this_epoch = self.epoch + 1, None, 0
+            except StopIteration:  # a whole pass (or what was left of one) without a usable sample: give up
+                passes_without_a_good_sample += 1
+                if passes_without_a_good_sample > 1:
+                    raise ValueError(f"--data {self.data}: no usable sample in a whole pass over the stream of "
+                                     f"process {self.rank} ({self.skipped} bad ones skipped)") from None
+                self.epoch, self._rows = self.epoch + 1, None
                 continue
-            read_this_epoch += 1
             self.position += 1
             example = self._example(row)
             if example is not None:
@@ -159,14 +160,14 @@ class StreamedBatches:
 
 
 def _decode(value) -> tuple[Image.Image | None, str | None]:
-    """A streamed image value (PIL image, {"bytes", "path"} or raw bytes) -> (RGB-ready image, problem)."""
+    """A streamed image value (PIL image, {"bytes", "path"} or raw bytes) -> (image, problem)."""
     if isinstance(value, Image.Image):
         return value, None
-    raw = value.get("bytes") if isinstance(value, dict) else value
-    if not isinstance(raw, bytes):
-        return None, "no image bytes"
+    raw = value.get("bytes") or value.get("path") if isinstance(value, dict) else value
+    if not isinstance(raw, (bytes, str)):
+        return None, "no image bytes or path"
     try:
-        image = Image.open(io.BytesIO(raw))
+        image = Image.open(io.BytesIO(raw) if isinstance(raw, bytes) else raw)
         image.load()
         return image, None
     except Exception as error:  # PIL raises many types for bad bytes; each becomes a named, skipped sample

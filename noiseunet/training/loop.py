@@ -18,6 +18,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from torch.utils.data import Dataset
 
 from ..data import ShapesDataset, open_source
 from ..data.checks import usable_samples
@@ -74,14 +75,7 @@ def train(config: TrainConfig) -> Path:
     accelerator.wait_for_everyone()
 
     world, rank = accelerator.num_processes, accelerator.process_index
-    streamed = open_stream(config.data, config.streaming)
-    if streamed is None:
-        source = open_source(config.data, config.resolution, config.caption_column, config.image_column, config.seed)
-        source = usable_samples(source, config.resolution, config.on_bad_sample)
-    else:
-        source = StreamedBatches(streamed, config.data, config.batch_size, config.resolution, config.seed, rank, world,
-                                 config.random_crop, config.flip, config.caption_dropout, config.image_column,
-                                 config.caption_column, config.on_bad_sample, config.shuffle_buffer)
+    source = open_training_data(config, rank, world)
     parts = build_components(config, source)
     unet, text_encoder, vae, scheduler = parts.unet, parts.text_encoder, parts.vae, parts.scheduler
     if config.gradient_checkpointing:
@@ -193,6 +187,18 @@ def train(config: TrainConfig) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return output
+
+
+def open_training_data(config: TrainConfig, rank: int, world: int) -> Dataset | StreamedBatches:
+    """The run's data: a map-style source with its bad samples checked out, or, for tar shards and
+    ``--streaming``, this process's share of a stream (checked as it streams)."""
+    streamed = open_stream(config.data, config.streaming)
+    if streamed is None:
+        source = open_source(config.data, config.resolution, config.caption_column, config.image_column, config.seed)
+        return usable_samples(source, config.resolution, config.on_bad_sample)
+    return StreamedBatches(streamed, config.data, config.batch_size, config.resolution, config.seed, rank, world,
+                           config.random_crop, config.flip, config.caption_dropout, config.image_column,
+                           config.caption_column, config.on_bad_sample, config.shuffle_buffer)
 
 
 def _all_finite(accelerator: Accelerator, value: torch.Tensor) -> bool:
