@@ -43,13 +43,10 @@ from diffusers import UNet2DConditionModel  # noqa: E402
 
 from noiseunet import NoiseUNet  # noqa: E402
 from noiseunet.model.diffusers_compat import max_relative_error  # noqa: E402
+from noiseunet.training.config import SMALL_UNET  # noqa: E402
 
-SHAPES = dict(
-    sample_size=32, in_channels=3, out_channels=3, block_out_channels=(32, 64, 64), attention_head_dim=(2, 2, 2),
-    cross_attention_dim=64, layers_per_block=1,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-)
+# The UNet `noiseunet train` builds for the built-in shapes, with the small text encoder's width.
+SHAPES = dict(sample_size=32, in_channels=3, out_channels=3, cross_attention_dim=64, **SMALL_UNET)
 # Stable Diffusion 1.5's layout (4 levels, 2 resnets per level, 8 heads, CLIP-L text width, 77 tokens)
 # at a width and latent size a CPU can train.
 SD15_SMALL = dict(
@@ -58,7 +55,7 @@ SD15_SMALL = dict(
     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
     layers_per_block=2, attention_head_dim=8, cross_attention_dim=768,
 )
-QUICK = dict(SHAPES, sample_size=8, block_out_channels=(32, 32, 32))
+QUICK = dict(SHAPES, sample_size=16, block_out_channels=(32,) * len(SHAPES["block_out_channels"]))
 
 
 def default_config() -> dict:
