@@ -120,9 +120,7 @@ class StreamedBatches:
     def _example(self, row: dict) -> dict | None:
         where = f"{row.get('__url__', self.data)}:{row.get('__key__', self.position)}"
         image, problem = _decode(row.get(self.image_column))
-        caption = row.get(self.caption_column)
-        if isinstance(caption, bytes):
-            caption = caption.decode("utf-8", errors="replace")
+        caption = self.caption_of(row)
         problem = problem or caption_problem(caption) or image_problem(image, self.resolution)
         if problem is not None:
             self._bad(Problem(where, problem))
@@ -139,14 +137,14 @@ class StreamedBatches:
             warnings.warn(f"skipping bad sample {problem}" + (" (further ones are only counted)"
                                                               if self.skipped == WARN_FIRST else ""), stacklevel=2)
 
-    def captions(self, limit: int = 10_000) -> list[str]:
+    def caption_of(self, row: dict):
+        """A row's caption (a string or a list of them); WebDataset ``.txt`` members may arrive as bytes."""
+        caption = row.get(self.caption_column)
+        return caption.decode("utf-8", errors="replace") if isinstance(caption, bytes) else caption
+
+    def captions(self, limit: int = 10_000) -> list:
         """The captions of the first ``limit`` streamed rows (to train a tokenizer), images left undecoded."""
-        found = []
-        for row in self.dataset.take(limit):
-            caption = row.get(self.caption_column)
-            caption = caption.decode("utf-8", errors="replace") if isinstance(caption, bytes) else caption
-            found += [c for c in (caption if isinstance(caption, (list, tuple)) else [caption]) if isinstance(c, str)]
-        return found
+        return [self.caption_of(row) for row in self.dataset.take(limit)]
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "skipped": self.skipped,

@@ -35,7 +35,7 @@ class Components:
 def caption_corpus(source: Dataset | StreamedBatches, limit: int = 100_000) -> list[str]:
     """Captions to train a tokenizer on, read without decoding any image."""
     if isinstance(source, StreamedBatches):
-        return source.captions(min(limit, 10_000))
+        return _flat_strings(source.captions(min(limit, 10_000)))
     indices = range(min(limit, len(source)))
     if isinstance(source, Subset):  # the usable samples of a checked source
         source, indices = source.dataset, source.indices[:limit]
@@ -47,6 +47,11 @@ def caption_corpus(source: Dataset | StreamedBatches, limit: int = 100_000) -> l
         captions = source.dataset.select(indices)[source.caption_column]
     else:
         captions = [source[i]["caption"] for i in indices]
+    return _flat_strings(captions)
+
+
+def _flat_strings(captions: list) -> list[str]:
+    """Captions, some of them lists of alternatives, as one flat list of strings (anything else dropped)."""
     flat = itertools.chain.from_iterable(c if isinstance(c, (list, tuple)) else [c] for c in captions)
     return [c for c in flat if isinstance(c, str)]
 
