@@ -79,14 +79,15 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, steps: int = 20) -> 
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--allow-pickle", action="store_true", help="also load pickle (.bin) weights")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the GPU if there is one)")
 
 
 def run_sample(args: argparse.Namespace) -> None:
-    from .files import from_pretrained, save_image
+    from .files import save_image
     from .grid import image_grid
-    from .pipeline import NoiseUNetPipeline, generate, use_scheduler
+    from .pipeline import generate, load_pipeline, use_scheduler
 
-    pipe = use_scheduler(from_pretrained(NoiseUNetPipeline, args.dir, args.allow_pickle), args.scheduler)
+    pipe = use_scheduler(load_pipeline(args.dir, args.allow_pickle, args.device), args.scheduler)
     rows = generate(pipe, args.prompts, args.num_images, args.seed, args.batch_size, args.negative_prompt,
                     num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
     print(f"grid: {save_image(image_grid(rows, args.prompts), args.out)}")
@@ -101,7 +102,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate, format_report
 
     report = evaluate(args.dir, args.images_per_prompt, args.scheduler, args.steps, args.guidance_scale, args.seed,
-                      args.batch_size, allow_pickle=args.allow_pickle)
+                      args.batch_size, allow_pickle=args.allow_pickle, device=args.device)
     print(format_report(report))
     print(f"report: {Path(args.dir) / 'evaluation.json'}, picture: {Path(args.dir) / 'evaluation.png'}")
 
@@ -126,10 +127,10 @@ def run_main(args: argparse.Namespace) -> None:
     output = train(train_config(args))
     sample_args = argparse.Namespace(dir=output, prompts=list(SAMPLE_PROMPTS), num_images=6, negative_prompt=None,
                                      out=str(output / "samples.png"), out_dir=None, scheduler="dpm++", steps=20,
-                                     guidance_scale=3.0, seed=0, batch_size=64, allow_pickle=False)
+                                     guidance_scale=3.0, seed=0, batch_size=64, allow_pickle=False, device=None)
     run_sample(sample_args)
     run_evaluate(argparse.Namespace(dir=output, images_per_prompt=args.images_per_prompt, scheduler="dpm++",
-                                    steps=20, guidance_scale=3.0, seed=0, batch_size=128, allow_pickle=False))
+                                    steps=20, guidance_scale=3.0, seed=0, batch_size=128, allow_pickle=False, device=None))
 
 
 def run_segment_train(args: argparse.Namespace) -> None:

@@ -6,6 +6,7 @@ the scheduler take the step to x_{t-1}. DDPM, DDIM, DPM-Solver++, Euler and UniP
 """
 
 import inspect
+from pathlib import Path
 
 import torch
 from diffusers import (
@@ -148,6 +149,21 @@ class NoiseUNetPipeline(DiffusionPipeline):
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
 
 
+def default_device() -> str:
+    """The GPU when there is one (CUDA, then Apple's MPS), else the CPU."""
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def load_pipeline(path: str | Path, allow_pickle: bool = False, device: str | None = None) -> NoiseUNetPipeline:
+    """A pipeline folder written by ``noiseunet train`` (safetensors only, see ``files.from_pretrained``), on
+    ``device`` (default: ``default_device()``)."""
+    from .files import from_pretrained
+
+    return from_pretrained(NoiseUNetPipeline, path, allow_pickle).to(device or default_device())
+
+
 def generate(
     pipe: NoiseUNetPipeline,
     prompts: list[str],
@@ -160,7 +176,8 @@ def generate(
     """``images_per_prompt`` PIL images for each prompt, in batches of ``batch_size``.
 
     Image k of every prompt starts from the noise of seed + k, whatever the batching: rows of a grid are
-    comparable, and a result is reproduced by its seed alone.
+    comparable, and a result is reproduced by its seed alone. The generators are CPU ones (diffusers draws
+    on the CPU and moves the noise), so a seed gives the same starting noise on every device.
     """
     jobs = [(prompt, k) for prompt in prompts for k in range(images_per_prompt)]
     images = []
@@ -169,7 +186,7 @@ def generate(
         images += pipe(
             [prompt for prompt, _ in chunk],
             negative_prompt=None if negative_prompt is None else [negative_prompt] * len(chunk),
-            generator=[torch.Generator(pipe.device).manual_seed(seed + k) for _, k in chunk],
+            generator=[torch.Generator().manual_seed(seed + k) for _, k in chunk],
             output_type="pil",
             **call_kwargs,
         ).images

@@ -56,6 +56,7 @@ SD15_SMALL = dict(
     layers_per_block=2, attention_head_dim=8, cross_attention_dim=768,
 )
 QUICK = dict(SHAPES, sample_size=16, block_out_channels=(32,) * len(SHAPES["block_out_channels"]))
+QUICK_TRAIN_UNET = {k: QUICK[k] for k in SMALL_UNET}
 
 
 def default_config() -> dict:
@@ -158,7 +159,10 @@ def time_call(fn, device: str, iters: int) -> float:
 
 def measure_peaks(device: str, quick: bool) -> dict[str, float]:
     """This machine's FLOP/s on a large matmul and a 3x3 convolution, in bf16 and float32."""
-    n, (b, c, hw) = (512, (4, 64, 16)) if quick else (2048, (32, 128, 32))
+    if quick:
+        n, (b, c, hw) = 512, (4, 64, 16)
+    else:  # large enough to reach the peak: a GPU needs far bigger operands than a 2-core CPU
+        n, (b, c, hw) = (8192, (64, 512, 64)) if device == "cuda" else (2048, (32, 128, 32))
     peaks = {}
     for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
         a, w = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
@@ -216,6 +220,67 @@ def measure_memory(config: dict, batch: int, device: str, steps: int) -> dict[st
                               check=True, env=dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads())))
         out[model] = json.loads(proc.stdout.strip().splitlines()[-1])
     return out
+
+
+# ---- the whole training loop against its bare step ---------------------------------------------------
+
+def bench_loop(device: str, batch: int, warmup: int, steps: int, quick: bool) -> dict:
+    """images/s of ``noiseunet train`` on the built-in shapes against the bare step of the same models.
+
+    The bare step is what the loop cannot do without: encode the captions, the diffusion loss, backward,
+    gradient clipping and the AdamW update, on one fixed batch already on the device. The loop adds data
+    loading, noise generators, the NaN guard, the EMA and logging. Its rate is read from metrics.jsonl
+    between the first and last record, so start-up and the final save are left out. The bare step is
+    timed before and after the loop and the faster of the two is kept.
+    """
+    import tempfile
+
+    from noiseunet.data.loader import TrainingStream, collate
+    from noiseunet.text import encode_prompts
+    from noiseunet.training import train
+    from noiseunet.training.components import build_components
+    from noiseunet.training.config import TrainConfig
+    from noiseunet.training.diffusion import diffusion_loss
+    from noiseunet.training.loop import open_training_data, resolve_precision
+
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = dict(resolution=16, unet=dict(QUICK_TRAIN_UNET)) if quick else {}
+        config = TrainConfig(output_dir=tmp, batch_size=batch, max_steps=warmup + steps, max_minutes=None,
+                             log_every=warmup, checkpoint_every=10**9, validate_every=0, **overrides)
+        assert steps % warmup == 0, "steps must be a multiple of warmup (the log interval)"
+
+        precision = resolve_precision(config.mixed_precision)
+        parts = build_components(config, open_training_data(config, 0, 1))
+        unet, text_encoder = parts.unet.to(device), parts.text_encoder.to(device)
+        parameters = [*unet.parameters(), *text_encoder.parameters()]
+        optimizer = torch.optim.AdamW(parameters, lr=1e-4)  # as the loop's
+        stream = TrainingStream(open_training_data(config, 0, 1), config.resolution)
+        fixed = collate([stream[i] for i in range(batch)])
+        x0 = fixed["pixel_values"].to(device)
+
+        def bare_step():
+            with autocast(device, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)):
+                context = encode_prompts(parts.tokenizer, text_encoder, fixed["captions"])
+                loss = diffusion_loss(unet, x0, context, parts.scheduler)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        def bare_rate() -> float:
+            for _ in range(warmup):
+                bare_step()
+            return batch / time_call(bare_step, device, steps)
+
+        before = bare_rate()
+        train(config)
+        after = bare_rate()
+        records = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+    first, last = records[0], records[-1]
+    loop = (last["step"] - first["step"]) * batch / ((last["minutes"] - first["minutes"]) * 60)
+    bare = max(before, after)
+    return {"batch": batch, "steps": steps, "precision": precision, "loop_images_per_s": loop,
+            "bare_step_images_per_s": bare, "bare_before_after": [before, after], "loop_vs_bare": loop / bare}
 
 
 # ---- main -------------------------------------------------------------------------------------------
@@ -279,6 +344,11 @@ def bench_config(name, config, batch, args) -> dict:
 
 
 def print_table(report: dict) -> None:
+    if "loop" in report:
+        loop = report["loop"]
+        print(f"\ntraining loop: {loop['loop_images_per_s']:.1f} img/s, bare step {loop['bare_step_images_per_s']:.1f} "
+              f"img/s (before/after the loop: {loop['bare_before_after'][0]:.1f}/{loop['bare_before_after'][1]:.1f}) "
+              f"-> loop / bare = {loop['loop_vs_bare']:.2f} (batch {loop['batch']}, {loop['precision']})")
     peak = max(report["peaks_tflop_per_s"]["matmul_bf16"], report["peaks_tflop_per_s"]["conv_bf16"])
     print("\nmachine peaks (TFLOP/s): " + ", ".join(f"{k} {v:.2f}" for k, v in report["peaks_tflop_per_s"].items()))
     header = f"{'config':<11} {'measure':<22} {'noiseunet':>10} {'diffusers':>10} {'compiled':>10} " \
@@ -314,6 +384,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--fp32", action="store_true", help="also time the float32 training step")
     parser.add_argument("--compile", action="store_true", help="also time diffusers under torch.compile (slow)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--loop", action="store_true", help="also time the whole `noiseunet train` loop against "
+                        "its bare step (batch: --batch or the trainer's 64)")
+    parser.add_argument("--loop-steps", type=int, default=40, help="timed loop steps (a multiple of 10)")
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -333,7 +406,15 @@ def main(argv=None) -> dict:
         if args.configs and name not in args.configs:
             continue
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
         report["configs"][name] = bench_config(name, config, args.batch or batch, args)
+        print(f"[bench] {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        if args.json:  # after every config, so a run stopped early keeps what it measured
+            args.json.write_text(json.dumps(report, indent=2))
+    if args.loop:
+        print("[bench] training loop ...", file=sys.stderr, flush=True)
+        warmup, steps = (2, 4) if args.quick else (10, args.loop_steps)
+        report["loop"] = bench_loop(args.device, 4 if args.quick else args.batch or 64, warmup, steps, args.quick)
     print_table(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

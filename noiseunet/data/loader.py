@@ -74,7 +74,8 @@ def collate(items: list[dict]) -> dict:
 
 
 def training_batches(
-    stream: TrainingStream, batch_size: int, start: int = 0, rank: int = 0, world: int = 1, num_workers: int = 0
+    stream: TrainingStream, batch_size: int, start: int = 0, rank: int = 0, world: int = 1, num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """Endless batches of ``batch_size`` for process ``rank`` of ``world``, from stream position ``start``.
 
@@ -84,7 +85,8 @@ def training_batches(
     which the DataLoader interleaves back in order).
     """
     batches = BatchedPositions(stream, batch_size, start, rank, world)
-    return DataLoader(batches, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0)
+    return DataLoader(batches, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0,
+                      pin_memory=pin_memory)
 
 
 class BatchedPositions(IterableDataset):

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from ..data.shapes import evaluation_specs
-from ..files import from_pretrained, save_image, write_json
+from ..files import save_image, write_json
 from ..grid import image_grid
-from ..pipeline import NoiseUNetPipeline, generate, use_scheduler
+from ..pipeline import NoiseUNetPipeline, generate, load_pipeline, use_scheduler
 from .checker import judge
 
 ATTRIBUTES = ("colour", "shape", "position", "all")
@@ -29,11 +29,12 @@ def evaluate(
     write: bool = True,
     pipe: NoiseUNetPipeline | None = None,
     allow_pickle: bool = False,
+    device: str | None = None,
 ) -> dict:
     """Scores as {"seen": {...}, "held_out": {...}, "settings": {...}}; with ``write``, also
     ``evaluation.json`` and ``evaluation.png`` (each image framed green if all attributes are right)."""
     pipeline_dir = Path(pipeline_dir)
-    pipe = pipe or from_pretrained(NoiseUNetPipeline, pipeline_dir, allow_pickle)
+    pipe = pipe or load_pipeline(pipeline_dir, allow_pickle, device)
     use_scheduler(pipe, scheduler)
     pipe.set_progress_bar_config(disable=True)
     started = time.perf_counter()

@@ -65,7 +65,7 @@ class TrainConfig:
     compile: bool = False
     # Bookkeeping.
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int | None = None  # data loader processes; None = 2 on a GPU, 0 on a CPU
     log_every: int = 25
     validation_prompts: list[str] | None = None  # None = a few shapes prompts when training on shapes
     validate_every: int = 500  # steps between samples/step-N.png grids (0 = only at the end)

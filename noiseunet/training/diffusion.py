@@ -16,16 +16,23 @@ Generator = torch.Generator | list[torch.Generator] | None
 
 def draw_noise(x0: torch.Tensor, generator: Generator, num_timesteps: int, offset_noise: float = 0.0
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(noise like ``x0``, timesteps (B,)). Given one generator per sample, each sample's draws depend on its
-    generator alone, so a batch split over processes draws exactly what the whole batch draws in one."""
-    if isinstance(generator, list):
-        draws = [draw_noise(x0[i : i + 1], g, num_timesteps, offset_noise) for i, g in enumerate(generator)]
-        return torch.cat([noise for noise, _ in draws]), torch.cat([t for _, t in draws])
-    batch = x0.shape[0]
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    if offset_noise:  # a per-channel constant shift, so the model can learn very dark or bright images
-        noise = noise + offset_noise * torch.randn(batch, x0.shape[1], 1, 1, generator=generator, device=x0.device)
-    return noise, torch.randint(0, num_timesteps, (batch,), generator=generator, device=x0.device)
+    """(noise like ``x0``, timesteps (B,)) on ``x0``'s device, drawn on the generators' device.
+
+    Given one generator per sample, each sample's draws depend on its generator alone, so a batch split over
+    processes draws exactly what the whole batch draws in one. CPU generators draw on the CPU and the batch
+    is moved once: the same seeds give the same noise on every device.
+    """
+    generators = generator if isinstance(generator, list) else [generator]
+    where = generators[0].device if generators[0] is not None else x0.device
+    shapes = [x0.shape] if len(generators) == 1 else [(1, *x0.shape[1:])] * len(generators)
+    noise, timesteps = [], []
+    for g, shape in zip(generators, shapes):
+        noise.append(torch.randn(shape, generator=g, device=where, dtype=x0.dtype))
+        if offset_noise:  # a per-channel constant shift, so the model can learn very dark or bright images
+            noise[-1] += offset_noise * torch.randn(*shape[:2], 1, 1, generator=g, device=where, dtype=x0.dtype)
+        timesteps.append(torch.randint(0, num_timesteps, shape[:1], generator=g, device=where))
+    return (torch.cat(noise).to(x0.device, non_blocking=True),
+            torch.cat(timesteps).to(x0.device, non_blocking=True))
 
 
 def diffusion_loss(

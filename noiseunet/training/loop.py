@@ -82,9 +82,11 @@ def train(config: TrainConfig) -> Path:
         unet.enable_gradient_checkpointing()
     trained = [unet] + ([text_encoder] if parts.train_text_encoder else [])
     parameters = [p for model in trained for p in model.parameters()]
+    # Not fused: with the fused CPU AdamW, a run resumed from a checkpoint ended a few ulps away from the
+    # uninterrupted run (tests/test_reliability.py); the default implementation resumes bit for bit.
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     lr_schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.warmup_steps)
-    ema = EMAModel(parameters, decay=config.ema_max_decay, use_ema_warmup=True, power=config.ema_power)
+    ema = EMAModel(parameters, decay=config.ema_max_decay, use_ema_warmup=True, power=config.ema_power, foreach=True)
 
     unet, text_encoder, optimizer, lr_schedule = accelerator.prepare(unet, text_encoder, optimizer, lr_schedule)
     if vae is not None:
@@ -107,7 +109,11 @@ def train(config: TrainConfig) -> Path:
     else:
         stream = TrainingStream(source, config.resolution, config.seed, config.random_crop, config.flip,
                                 config.caption_dropout)
-        batches = iter(training_batches(stream, config.batch_size, step * per_step, rank, world, config.num_workers))
+        workers = config.num_workers
+        if workers is None:  # on a GPU, workers prepare the next batches meanwhile; on a CPU they'd take its cores
+            workers = 2 if accelerator.device.type == "cuda" else 0
+        batches = iter(training_batches(stream, config.batch_size, step * per_step, rank, world, workers,
+                                        pin_memory=accelerator.device.type == "cuda"))
     prompts = config.validation_prompts or (list(SAMPLE_PROMPTS[:4]) if isinstance(source, ShapesDataset) else [])
 
     def checkpoint_now() -> None:
@@ -123,15 +129,15 @@ def train(config: TrainConfig) -> Path:
     text_encoder.train(parts.train_text_encoder)
     with stop_requests() as stop:
         while step < max_steps and not _any_process(accelerator, log.elapsed >= budget or bool(stop.requested)):
+            losses = []
             for micro in range(config.gradient_accumulation_steps):
                 batch = next(batches)
-                # One generator per sample, keyed by its place in the global batch: the noise does not depend
-                # on how the batch is split over processes.
-                generator = [torch.Generator(accelerator.device).manual_seed(
-                    hash((config.seed, step, micro, rank * config.batch_size + i)) % 2**63)
-                    for i in range(len(batch["captions"]))]
+                # One CPU generator per sample, keyed by its place in the global batch: the noise depends
+                # neither on how the batch is split over processes nor on the device.
+                generator = [torch.Generator().manual_seed(hash((config.seed, step, micro, rank * config.batch_size + i))
+                                                           % 2**63) for i in range(len(batch["captions"]))]
                 with accelerator.accumulate(unet), accelerator.autocast():
-                    x0 = batch["pixel_values"].to(accelerator.device)
+                    x0 = batch["pixel_values"].to(accelerator.device, non_blocking=True)
                     if vae is not None:
                         with torch.no_grad():
                             x0 = vae.encode(x0).latent_dist.sample(generator) * vae.config.scaling_factor
@@ -139,18 +145,17 @@ def train(config: TrainConfig) -> Path:
                         context = encode_prompts(parts.tokenizer, text_encoder, batch["captions"])
                     loss = diffusion_loss(forward_unet, x0, context, scheduler, generator, config.snr_gamma,
                                           config.offset_noise)
-                    finite = _all_finite(accelerator, loss)
-                    if not finite:  # skip the update: NaN never reaches the weights
-                        optimizer.zero_grad(set_to_none=True)
-                        break
+                    losses.append(loss.detach())
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
-                        finite = _all_finite(accelerator, accelerator.clip_grad_norm_(parameters, config.max_grad_norm))
-                    if finite:
-                        optimizer.step()
-                        if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
+                        # The one host-device synchronisation of a step: NaN/Inf in any loss or gradient (on
+                        # any process) skips the update, so NaN never reaches the weights.
+                        finite = _all_finite(accelerator, torch.stack([*losses, grad_norm.float()]))
+                        if finite:
+                            optimizer.step()
                             lr_schedule.step()
-                    optimizer.zero_grad(set_to_none=True)
+                        optimizer.zero_grad(set_to_none=True)
             bad_in_a_row, skipped = (0, skipped) if finite else (bad_in_a_row + 1, skipped + 1)
             if bad_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
                 raise FloatingPointError(f"loss or gradients were NaN/Inf for {bad_in_a_row} steps in a row at step "
@@ -159,9 +164,10 @@ def train(config: TrainConfig) -> Path:
                 ema.step(parameters)
             step += 1
             images_seen += per_step
+            loss = torch.stack(losses).mean()
             if finite and world > 1:  # the whole global batch's loss, as one process with all of it would log
-                loss = accelerator.reduce(loss.detach(), reduction="mean")
-            log.step(step, loss.item() if finite else None, lr_schedule.get_last_lr()[0])
+                loss = accelerator.reduce(loss, reduction="mean")
+            log.step(step, loss if finite else None, lr_schedule.get_last_lr()[0])
             if step % config.checkpoint_every == 0:
                 checkpoint_now()
             if prompts and config.validate_every and step % config.validate_every == 0 and accelerator.is_main_process:

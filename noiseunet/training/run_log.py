@@ -5,6 +5,7 @@ import math
 import time
 from pathlib import Path
 
+import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
@@ -32,14 +33,17 @@ class RunLog:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def step(self, step: int, loss: float | None, lr: float) -> None:
+    def step(self, step: int, loss: torch.Tensor | None, lr: float) -> None:
+        """``loss``: this step's loss as a 0-d tensor, read back only when a record is written, so that
+        logging does not make the host wait for the device every step; None for a skipped step."""
         self.bar.update(1)
         if loss is not None:
-            self.losses.append(loss)
+            self.losses.append(loss.detach())
         if step % self.every or not self.enabled:
             return
         now = time.perf_counter()
-        mean_loss = sum(self.losses) / len(self.losses) if self.losses else None  # None: every step was skipped
+        # None: every step was skipped
+        mean_loss = torch.stack(self.losses).float().mean().item() if self.losses else None
         record = {"step": step, "loss": mean_loss, "lr": lr,
                   "images_per_second": self.images_per_step * self.every / (now - self.last_time),
                   "minutes": (now - self.start) / 60}
