@@ -385,7 +385,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--compile", action="store_true", help="also time diffusers under torch.compile (slow)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--loop", action="store_true", help="also time the whole `noiseunet train` loop against "
-                        "its bare step (batch: --batch or the trainer's 64)")
+                        "its bare step")
+    parser.add_argument("--loop-batch", type=int, default=64, help="the loop's batch (the trainer's default: 64)")
     parser.add_argument("--loop-steps", type=int, default=40, help="timed loop steps (a multiple of 10)")
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -414,7 +415,7 @@ def main(argv=None) -> dict:
     if args.loop:
         print("[bench] training loop ...", file=sys.stderr, flush=True)
         warmup, steps = (2, 4) if args.quick else (10, args.loop_steps)
-        report["loop"] = bench_loop(args.device, 4 if args.quick else args.batch or 64, warmup, steps, args.quick)
+        report["loop"] = bench_loop(args.device, 4 if args.quick else args.loop_batch, warmup, steps, args.quick)
     print_table(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
