@@ -149,19 +149,28 @@ class NoiseUNetPipeline(DiffusionPipeline):
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
 
 
-def default_device() -> str:
-    """The GPU when there is one (CUDA, then Apple's MPS), else the CPU."""
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if torch.backends.mps.is_available() else "cpu"
+def sampling_device(name: str | None = None) -> torch.device:
+    """``name`` as a device, or by default the GPU when there is one (CUDA, then Apple's MPS), else the CPU.
+    A name that is not a device, or a GPU this torch cannot use, is a ValueError naming it."""
+    if name is None:
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r} is not a device name (cpu, cuda, cuda:1, mps)") from None
+    usable = {"cuda": lambda: (device.index or 0) < torch.cuda.device_count(), "mps": torch.backends.mps.is_available}
+    if not usable.get(device.type, lambda: True)():
+        raise ValueError(f"device {name!r}: this torch ({torch.__version__}) sees no such GPU")
+    return device
 
 
 def load_pipeline(path: str | Path, allow_pickle: bool = False, device: str | None = None) -> NoiseUNetPipeline:
     """A pipeline folder written by ``noiseunet train`` (safetensors only, see ``files.from_pretrained``), on
-    ``device`` (default: ``default_device()``)."""
+    ``sampling_device(device)``."""
     from .files import from_pretrained
 
-    return from_pretrained(NoiseUNetPipeline, path, allow_pickle).to(device or default_device())
+    device = sampling_device(device)  # before loading: a bad name fails at once
+    return from_pretrained(NoiseUNetPipeline, path, allow_pickle).to(device)
 
 
 def generate(

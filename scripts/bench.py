@@ -377,7 +377,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny config, 1 repetition: a smoke test")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, help="batch size for every config (default: per config)")
-    parser.add_argument("--configs", nargs="*", help="subset of shapes, default, sd15-small")
+    parser.add_argument("--configs", nargs="*", help="subset of shapes, default, sd15-small (none: only --loop)")
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median reported)")
     parser.add_argument("--iters", type=int, default=2, help="calls per timed repetition")
     parser.add_argument("--warmup", type=int, default=2)

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_bench_quick_reports_finite_positive_ratios(tmp_path):
     out = tmp_path / "bench.json"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--json", str(out)],
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--loop", "--json", str(out)],
                    check=True, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True, timeout=300)
     report = json.loads(out.read_text())
 
@@ -29,6 +29,8 @@ def test_bench_quick_reports_finite_positive_ratios(tmp_path):
             assert finite_positive(result["images_per_s"][key][model])
             assert finite_positive(result["tflop_per_s"][key][model])
     assert result["max_rel_error_fp32"] < 1e-4  # same weights, same mathematics
+    loop = report["loop"]  # the whole `noiseunet train` loop against its bare step
+    assert all(finite_positive(loop[k]) for k in ("loop_images_per_s", "bare_step_images_per_s", "loop_vs_bare"))
 
 
 def test_cpu_bf16_attention_path_matches_sdpa():

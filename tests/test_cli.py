@@ -29,8 +29,12 @@ def test_main_job_trains_samples_and_evaluates(tmp_path):
     assert "held_out" in result.stdout and "evaluation.png" in result.stdout
 
     noiseunet("sample", str(out), "a red circle on the left", "a blue square", "--num-images", "2", "--steps", "2",
-              "--scheduler", "ddim", "--out", str(tmp_path / "grid.png"), "--out-dir", str(tmp_path / "single"))
+              "--scheduler", "ddim", "--out", str(tmp_path / "grid.png"), "--out-dir", str(tmp_path / "single"),
+              "--device", "cpu")
     assert (tmp_path / "grid.png").exists() and len(list((tmp_path / "single").glob("*.png"))) == 4
+    result = noiseunet("sample", str(out), "a cat", "--device", "gpu0", check=False)
+    assert result.returncode == 1 and result.stderr.strip() == (
+        "noiseunet sample: error: device 'gpu0' is not a device name (cpu, cuda, cuda:1, mps)")
 
 
 def test_bad_arguments_give_one_line_errors(tmp_path):
