@@ -81,7 +81,7 @@ def train_segmentation(config: SegmentationConfig) -> Path:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        log.step(step, loss.item(), config.learning_rate)
+        log.step(step, loss.detach(), config.learning_rate)
     log.close()
     with replacing_folder_entries(output) as staging:
         accelerator.unwrap_model(model).save_pretrained(staging / "model")
