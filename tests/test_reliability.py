@@ -39,6 +39,27 @@ def start_training(run: Path, steps: int, resume: bool) -> subprocess.Popen:
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_to_the_process_group_saves_a_checkpoint_and_the_pipeline(tmp_path, stop):
+    """What Ctrl-C (SIGINT) or `timeout`/Slurm (SIGTERM) do: signal every process of the group, loader workers
+    included. The run finishes its step, saves, and exits 0."""
+    args = [sys.executable, "-m", "noiseunet", "train", "--output", str(tmp_path), "--max-steps", "1000",
+            "--num-workers", "2", *TRAIN_ARGS]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+    while logged_step(tmp_path) < 2 and process.poll() is None:
+        time.sleep(0.05)
+    os.killpg(process.pid, stop)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 0, output
+    assert f"stopped by signal {stop}" in output
+    checkpoint = resolve_resume(tmp_path, "latest")
+    assert verify(checkpoint) is None
+    saved_step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+    assert saved_step >= 2 and (tmp_path / "model_index.json").exists()
+    assert json.loads((tmp_path / "train_summary.json").read_text())["steps"] == saved_step
+
+
 def logged_step(run: Path) -> int:
     path = run / "metrics.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []

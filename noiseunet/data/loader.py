@@ -6,6 +6,7 @@ comes from a generator seeded by (seed, p). So the stream is a pure function of 
 position p replays exactly, and N processes reading positions rank, rank + N, ... see disjoint data.
 """
 
+import signal
 from functools import lru_cache
 
 import numpy as np
@@ -86,7 +87,15 @@ def training_batches(
     """
     batches = BatchedPositions(stream, batch_size, start, rank, world)
     return DataLoader(batches, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0,
-                      pin_memory=pin_memory)
+                      pin_memory=pin_memory, worker_init_fn=_leave_stop_signals_to_the_trainer)
+
+
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """Ctrl-C, `timeout` and Slurm signal the whole process group. A worker killed by one makes PyTorch
+    raise in the training process before it can save; ignoring them here lets the trainer finish its
+    step, save, and then shut the workers down itself."""
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.SIG_IGN)
 
 
 class BatchedPositions(IterableDataset):
