@@ -14,6 +14,13 @@ from diffusers.training_utils import compute_snr
 Generator = torch.Generator | list[torch.Generator] | None
 
 
+def per_sample_generators(key: tuple[int, ...], first: int, count: int) -> list[torch.Generator]:
+    """CPU generators for samples ``first .. first + count - 1`` of a global batch, each seeded by ``key``
+    (seed, step, micro-batch) and its index: the noise depends neither on how the batch is split over
+    processes nor on the device."""
+    return [torch.Generator().manual_seed(hash((*key, first + i)) % 2**63) for i in range(count)]
+
+
 def draw_noise(x0: torch.Tensor, generator: Generator, num_timesteps: int, offset_noise: float = 0.0
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """(noise like ``x0``, timesteps (B,)) on ``x0``'s device, drawn on the generators' device.

@@ -32,7 +32,7 @@ from ..text import encode_prompts
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .components import Components, build_components
 from .config import TrainConfig
-from .diffusion import diffusion_loss
+from .diffusion import diffusion_loss, per_sample_generators
 from .run_log import RunLog
 
 MAX_BAD_STEPS_IN_A_ROW = 5
@@ -132,10 +132,8 @@ def train(config: TrainConfig) -> Path:
             losses = []
             for micro in range(config.gradient_accumulation_steps):
                 batch = next(batches)
-                # One CPU generator per sample, keyed by its place in the global batch: the noise depends
-                # neither on how the batch is split over processes nor on the device.
-                generator = [torch.Generator().manual_seed(hash((config.seed, step, micro, rank * config.batch_size + i))
-                                                           % 2**63) for i in range(len(batch["captions"]))]
+                generator = per_sample_generators((config.seed, step, micro), rank * config.batch_size,
+                                                  len(batch["captions"]))
                 with accelerator.accumulate(unet), accelerator.autocast():
                     x0 = batch["pixel_values"].to(accelerator.device, non_blocking=True)
                     if vae is not None:
