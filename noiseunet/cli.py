@@ -80,6 +80,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, steps: int = 20) -> 
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--allow-pickle", action="store_true", help="also load pickle (.bin) weights")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the GPU if there is one)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+                        help="the UNet's autocast; auto: bf16 on GPUs and on CPUs with AVX-512-BF16 or AMX")
 
 
 def run_sample(args: argparse.Namespace) -> None:
@@ -89,7 +91,7 @@ def run_sample(args: argparse.Namespace) -> None:
 
     pipe = use_scheduler(load_pipeline(args.dir, args.allow_pickle, args.device), args.scheduler)
     rows = generate(pipe, args.prompts, args.num_images, args.seed, args.batch_size, args.negative_prompt,
-                    num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
+                    args.precision, num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
     print(f"grid: {save_image(image_grid(rows, args.prompts), args.out)}")
     if args.out_dir:
         for i, row in enumerate(rows):
@@ -102,7 +104,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate, format_report
 
     report = evaluate(args.dir, args.images_per_prompt, args.scheduler, args.steps, args.guidance_scale, args.seed,
-                      args.batch_size, allow_pickle=args.allow_pickle, device=args.device)
+                      args.batch_size, allow_pickle=args.allow_pickle, device=args.device,
+                      precision=args.precision)
     print(format_report(report))
     print(f"report: {Path(args.dir) / 'evaluation.json'}, picture: {Path(args.dir) / 'evaluation.png'}")
 
@@ -127,10 +130,12 @@ def run_main(args: argparse.Namespace) -> None:
     output = train(train_config(args))
     sample_args = argparse.Namespace(dir=output, prompts=list(SAMPLE_PROMPTS), num_images=6, negative_prompt=None,
                                      out=str(output / "samples.png"), out_dir=None, scheduler="dpm++", steps=20,
-                                     guidance_scale=3.0, seed=0, batch_size=64, allow_pickle=False, device=None)
+                                     guidance_scale=3.0, seed=0, batch_size=64, allow_pickle=False, device=None,
+                                     precision="auto")
     run_sample(sample_args)
     run_evaluate(argparse.Namespace(dir=output, images_per_prompt=args.images_per_prompt, scheduler="dpm++",
-                                    steps=20, guidance_scale=3.0, seed=0, batch_size=128, allow_pickle=False, device=None))
+                                    steps=20, guidance_scale=3.0, seed=0, batch_size=128, allow_pickle=False, device=None,
+                                    precision="auto"))
 
 
 def run_segment_train(args: argparse.Namespace) -> None:

@@ -241,7 +241,8 @@ def bench_loop(device: str, batch: int, warmup: int, steps: int, quick: bool) ->
     from noiseunet.training.components import build_components
     from noiseunet.training.config import TrainConfig
     from noiseunet.training.diffusion import diffusion_loss
-    from noiseunet.training.loop import open_training_data, resolve_precision
+    from noiseunet.precision import resolve_precision
+    from noiseunet.training.loop import open_training_data
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = dict(resolution=16, unet=dict(QUICK_TRAIN_UNET)) if quick else {}

@@ -9,6 +9,7 @@ from conftest import tiny_unet
 
 from noiseunet import NoiseUNet, NoiseUNetPipeline
 from noiseunet.pipeline import SCHEDULERS, generate, use_scheduler
+from noiseunet.precision import resolve_precision
 
 PROMPTS = ["a red circle on the left", "a blue square on the right"]
 
@@ -67,6 +68,25 @@ def test_same_seed_same_images_whatever_the_batch(pixel_pipe):
         for a, b in zip(row_a, row_b):
             assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1
     assert not np.array_equal(np.asarray(together[0][0]), np.asarray(together[0][1]))  # seeds differ
+
+
+def test_precision_is_the_unets_autocast(pixel_pipe):
+    """bf16 sampling (the default where the CPU has AVX-512-BF16) runs the UNet in bf16 and draws the same
+    images as float32 up to bf16 rounding; "no" is float32 throughout."""
+    seen = []
+    hook = pixel_pipe.unet.conv_in.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    kwargs = dict(images_per_prompt=2, seed=3, num_inference_steps=4, guidance_scale=2.0)
+    try:
+        fp32 = generate(pixel_pipe, PROMPTS, precision="no", **kwargs)
+        assert set(seen) == {torch.float32}
+        seen.clear()
+        bf16 = generate(pixel_pipe, PROMPTS, precision="bf16", **kwargs)
+        assert set(seen) == {torch.bfloat16}
+    finally:
+        hook.remove()
+    a, b = (np.stack([np.asarray(im, dtype=float) for row in rows for im in row]) for rows in (fp32, bf16))
+    assert np.abs(a - b).mean() < 3  # of 255: the same pictures
+    assert resolve_precision("auto", "cpu") in ("bf16", "no") and resolve_precision("fp16", "cpu") == "fp16"
 
 
 def test_bad_arguments_are_named(pixel_pipe):

@@ -13,6 +13,7 @@ from ..data.shapes import evaluation_specs
 from ..files import save_image, write_json
 from ..grid import image_grid
 from ..pipeline import NoiseUNetPipeline, generate, load_pipeline, use_scheduler
+from ..precision import resolve_precision
 from .checker import judge
 
 ATTRIBUTES = ("colour", "shape", "position", "all")
@@ -30,6 +31,7 @@ def evaluate(
     pipe: NoiseUNetPipeline | None = None,
     allow_pickle: bool = False,
     device: str | None = None,
+    precision: str = "auto",
 ) -> dict:
     """Scores as {"seen": {...}, "held_out": {...}, "settings": {...}}; with ``write``, also
     ``evaluation.json`` and ``evaluation.png`` (each image framed green if all attributes are right)."""
@@ -42,7 +44,7 @@ def evaluate(
     for split, held_out in (("seen", False), ("held_out", True)):
         specs = evaluation_specs(held_out)
         images = generate(pipe, [s.caption for s in specs], images_per_prompt, seed, batch_size,
-                          num_inference_steps=steps, guidance_scale=guidance_scale)
+                          precision=precision, num_inference_steps=steps, guidance_scale=guidance_scale)
         verdicts = [[judge(image, spec) for image in row] for row, spec in zip(images, specs)]
         flat = [v for row in verdicts for v in row]
         report[split] = {f"{a}_correct" if a == "all" else a: sum(v[a] for v in flat) / len(flat) for a in ATTRIBUTES}
@@ -52,6 +54,7 @@ def evaluate(
         marks += [[v["all"] for v in row] for row in verdicts]
     report["settings"] = {"images_per_prompt": images_per_prompt, "scheduler": scheduler, "steps": steps,
                           "guidance_scale": guidance_scale, "seed": seed,
+                          "precision": resolve_precision(precision, pipe.device),
                           "seconds": round(time.perf_counter() - started, 1)}
     if write:
         write_json(pipeline_dir / "evaluation.json", report)

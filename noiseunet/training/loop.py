@@ -23,11 +23,12 @@ from torch.utils.data import Dataset
 from ..data import ShapesDataset, open_source
 from ..data.checks import usable_samples
 from ..data.loader import TrainingStream, training_batches
-from ..data.streaming import StreamedBatches, open_stream
 from ..data.shapes import SAMPLE_PROMPTS
+from ..data.streaming import StreamedBatches, open_stream
 from ..files import replacing_folder_entries, save_image, write_json
 from ..grid import image_grid
 from ..pipeline import NoiseUNetPipeline, generate, use_scheduler
+from ..precision import resolve_precision
 from ..text import encode_prompts
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .components import Components, build_components
@@ -36,15 +37,6 @@ from .diffusion import diffusion_loss, per_sample_generators
 from .run_log import RunLog
 
 MAX_BAD_STEPS_IN_A_ROW = 5
-
-
-def resolve_precision(requested: str) -> str:
-    """"auto": bf16 on GPUs that support it (else fp16) and on CPUs with AVX-512-BF16 or AMX, else fp32."""
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported() else "no"
 
 
 def make_accelerator(mixed_precision: str, **kwargs) -> Accelerator:
@@ -260,7 +252,7 @@ def validate(accelerator: Accelerator, parts: Components, unet, text_encoder, em
                                  scheduler=parts.scheduler, vae=parts.vae)
         use_scheduler(pipe, "dpm++")
         pipe.set_progress_bar_config(disable=True)
-        with accelerator.autocast():
-            rows = generate(pipe, prompts, images_per_prompt, num_inference_steps=20, guidance_scale=3.0)
+        rows = generate(pipe, prompts, images_per_prompt, num_inference_steps=20, guidance_scale=3.0,
+                        precision=accelerator.mixed_precision)
     path = output / "samples" / f"step-{step}.png"
     return save_image(image_grid(rows, prompts, title=f"step {step}"), path)
