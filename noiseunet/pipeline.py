@@ -22,6 +22,7 @@ from diffusers import (
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
+from .files import from_pretrained
 from .precision import autocast
 from .text import encode_prompts
 
@@ -168,8 +169,6 @@ def sampling_device(name: str | None = None) -> torch.device:
 def load_pipeline(path: str | Path, allow_pickle: bool = False, device: str | None = None) -> NoiseUNetPipeline:
     """A pipeline folder written by ``noiseunet train`` (safetensors only, see ``files.from_pretrained``), on
     ``sampling_device(device)``."""
-    from .files import from_pretrained
-
     device = sampling_device(device)  # before loading: a bad name fails at once
     return from_pretrained(NoiseUNetPipeline, path, allow_pickle).to(device)
 

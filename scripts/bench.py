@@ -236,12 +236,13 @@ def bench_loop(device: str, batch: int, warmup: int, steps: int, quick: bool) ->
     import tempfile
 
     from noiseunet.data.loader import TrainingStream, collate
+    from noiseunet.precision import autocast as precision_autocast
+    from noiseunet.precision import resolve_precision
     from noiseunet.text import encode_prompts
     from noiseunet.training import train
     from noiseunet.training.components import build_components
     from noiseunet.training.config import TrainConfig
     from noiseunet.training.diffusion import diffusion_loss
-    from noiseunet.precision import resolve_precision
     from noiseunet.training.loop import open_training_data
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -260,7 +261,7 @@ def bench_loop(device: str, batch: int, warmup: int, steps: int, quick: bool) ->
         x0 = fixed["pixel_values"].to(device)
 
         def bare_step():
-            with autocast(device, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)):
+            with precision_autocast(device, precision):  # as the loop's accelerator.autocast()
                 context = encode_prompts(parts.tokenizer, text_encoder, fixed["captions"])
                 loss = diffusion_loss(unet, x0, context, parts.scheduler)
             loss.backward()
