@@ -6,7 +6,16 @@ import sys
 from pathlib import Path
 
 from .data.shapes import SAMPLE_PROMPTS
-from .training.config import TrainConfig
+from .options import literal_choices
+from .pipeline import SAMPLING
+from .training.config import MODEL_PRESETS, TrainConfig
+
+
+def choices(config_class: type, name: str) -> list:
+    """A config field's allowed values, for argparse: the dataclass is the one place they are written."""
+    import typing
+
+    return [c for c in literal_choices(typing.get_type_hints(config_class)[name]) if c is not None]
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,21 +28,25 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--image-column", default=defaults.image_column)
     a("--resolution", type=int, default=defaults.resolution)
     a("--random-crop", action="store_true")
-    a("--no-flip", dest="flip", action="store_false", help="never mirror images (never done for left/right captions)")
+    a("--random-flip", dest="flip", action="store_true", help="mirror images half of the time (off by default: it "
+      "makes digits, letters and text wrong; never done to captions that mention left or right)")
+    a("--no-flip", dest="flip", action="store_false", help=argparse.SUPPRESS)  # the default; kept for old scripts
     a("--caption-dropout", type=float, default=defaults.caption_dropout)
-    a("--on-bad-sample", default=defaults.on_bad_sample, choices=["skip", "error"],
+    a("--on-bad-sample", default=defaults.on_bad_sample, choices=choices(TrainConfig, "on_bad_sample"),
       help="skip bad images/captions with a warning, or stop before training")
     a("--streaming", action="store_true", help="stream the --data hub dataset instead of downloading it "
       "(a folder or glob of .tar shards always streams)")
     a("--shuffle-buffer", type=int, default=defaults.shuffle_buffer, help="examples shuffled together when streaming")
-    a("--text-encoder", default=None, help="CLIP text encoder name or folder (default: build a small one)")
+    a("--model", default=defaults.model, choices=choices(TrainConfig, "model"),
+      help="UNet and text-encoder sizes: " + "; ".join(f"{name}: {p.suits}" for name, p in MODEL_PRESETS.items()))
+    a("--text-encoder", default=None, help="CLIP text encoder name or folder (default: build the preset's)")
     a("--train-text-encoder", action=argparse.BooleanOptionalAction, default=None)
     a("--vae", default=None, help="AutoencoderKL name or folder for latent diffusion (default: pixel space)")
     a("--allow-pickle", action="store_true", help="also load --text-encoder/--vae weights from pickle (.bin) files")
     a("--config", "--unet-config", dest="unet_config", default=None,
-      help="JSON file or string of NoiseUNet config overrides (block_out_channels, ...)")
-    a("--beta-schedule", default=defaults.beta_schedule, choices=["linear", "scaled_linear", "squaredcos_cap_v2"])
-    a("--prediction-type", default=defaults.prediction_type, choices=["epsilon", "v_prediction"])
+      help="JSON file or string of UNet config overrides of the preset (block_out_channels, ...)")
+    a("--beta-schedule", default=defaults.beta_schedule, choices=choices(TrainConfig, "beta_schedule"))
+    a("--prediction-type", default=defaults.prediction_type, choices=choices(TrainConfig, "prediction_type"))
     a("--snr-gamma", type=float, default=defaults.snr_gamma, help="min-SNR-gamma weighting, e.g. 5 (default and 0: off)")
     a("--offset-noise", type=float, default=defaults.offset_noise)
     a("--batch-size", type=int, default=defaults.batch_size, help="per process")
@@ -41,13 +54,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--learning-rate", type=float, default=defaults.learning_rate)
     a("--max-steps", type=int, default=None)
     a("--max-minutes", type=float, default=defaults.max_minutes, help="time budget (0 = none)")
-    a("--mixed-precision", default=defaults.mixed_precision, choices=["auto", "no", "bf16", "fp16"])
+    a("--mixed-precision", default=defaults.mixed_precision, choices=choices(TrainConfig, "mixed_precision"))
     a("--gradient-checkpointing", action="store_true")
     a("--compile", action="store_true", help="torch.compile the UNet")
     a("--seed", type=int, default=defaults.seed)
     a("--num-workers", type=int, default=defaults.num_workers)
     a("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     a("--log-every", type=int, default=defaults.log_every, help="steps per metrics.jsonl record")
+    a("--report-to", default=defaults.report_to, choices=choices(TrainConfig, "report_to"),
+      help="experiment tracker, logs in OUTPUT/logs (auto: tensorboard when installed)")
     a("--validation-prompts", nargs="+", default=None, help="prompts for samples/step-N.png grids")
     a("--validate-every", type=int, default=defaults.validate_every)
     a("--resume", default=None, help="'latest' or a checkpoint folder")
@@ -58,7 +73,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     values = {k: v for k, v in vars(args).items() if k in fields}
     if args.unet_config:
         text = Path(args.unet_config).read_text() if Path(args.unet_config).is_file() else args.unet_config
-        values["unet"] = {**TrainConfig().unet, **json.loads(text)}
+        values["unet"] = json.loads(text)
     values["snr_gamma"] = args.snr_gamma or None
     values["max_minutes"] = args.max_minutes or None
     return TrainConfig(**values)
@@ -70,13 +85,13 @@ def run_train(args: argparse.Namespace) -> None:
     train(train_config(args))
 
 
-def add_sampling_arguments(parser: argparse.ArgumentParser, steps: int = 20) -> None:
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     from .pipeline import SCHEDULERS
 
-    parser.add_argument("--scheduler", default="dpm++", choices=list(SCHEDULERS))
-    parser.add_argument("--steps", type=int, default=steps)
-    parser.add_argument("--guidance-scale", type=float, default=3.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scheduler", default=SAMPLING.scheduler, choices=list(SCHEDULERS))
+    parser.add_argument("--steps", type=int, default=SAMPLING.steps)
+    parser.add_argument("--guidance-scale", type=float, default=SAMPLING.guidance_scale)
+    parser.add_argument("--seed", type=int, default=SAMPLING.seed)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--allow-pickle", action="store_true", help="also load pickle (.bin) weights")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the GPU if there is one)")
@@ -128,14 +143,11 @@ def run_main(args: argparse.Namespace) -> None:
     from .training import train
 
     output = train(train_config(args))
-    sample_args = argparse.Namespace(dir=output, prompts=list(SAMPLE_PROMPTS), num_images=6, negative_prompt=None,
-                                     out=str(output / "samples.png"), out_dir=None, scheduler="dpm++", steps=20,
-                                     guidance_scale=3.0, seed=0, batch_size=64, allow_pickle=False, device=None,
-                                     precision="auto")
-    run_sample(sample_args)
-    run_evaluate(argparse.Namespace(dir=output, images_per_prompt=args.images_per_prompt, scheduler="dpm++",
-                                    steps=20, guidance_scale=3.0, seed=0, batch_size=128, allow_pickle=False, device=None,
-                                    precision="auto"))
+    sampling = dict(scheduler=SAMPLING.scheduler, steps=SAMPLING.steps, guidance_scale=SAMPLING.guidance_scale,
+                    seed=SAMPLING.seed, allow_pickle=False, device=None, precision="auto")
+    run_sample(argparse.Namespace(dir=output, prompts=list(SAMPLE_PROMPTS), num_images=6, negative_prompt=None,
+                                  out=str(output / "samples.png"), out_dir=None, batch_size=64, **sampling))
+    run_evaluate(argparse.Namespace(dir=output, images_per_prompt=args.images_per_prompt, batch_size=128, **sampling))
 
 
 def run_segment_train(args: argparse.Namespace) -> None:
@@ -167,18 +179,21 @@ def run_segment_predict(args: argparse.Namespace) -> None:
 def add_segment_commands(commands) -> None:
     segment = commands.add_parser("segment", help="segmentation with the same UNet").add_subparsers(
         dest="segment_command", required=True)
+    from .segmentation.train import SegmentationConfig
+
+    defaults = SegmentationConfig()
     train = segment.add_parser("train", help="train a SegmentationUNet")
     train.add_argument("--data", default=None, help="folder with images/ and masks/ (default: built-in shapes)")
-    train.add_argument("--output", default="runs/segment")
+    train.add_argument("--output", default=defaults.output_dir)
     train.add_argument("--num-classes", type=int, default=None)
-    train.add_argument("--resolution", type=int, default=32)
-    train.add_argument("--loss", default="ce+dice", choices=["ce", "dice", "iou", "ce+dice"])
-    train.add_argument("--upsampling", default="nearest", choices=["nearest", "transposed"])
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--learning-rate", type=float, default=2e-3)
+    train.add_argument("--resolution", type=int, default=defaults.resolution)
+    train.add_argument("--loss", default=defaults.loss, choices=choices(SegmentationConfig, "loss"))
+    train.add_argument("--upsampling", default=defaults.upsampling, choices=choices(SegmentationConfig, "upsampling"))
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     train.add_argument("--max-steps", type=int, default=None)
-    train.add_argument("--max-minutes", type=float, default=5.0)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--max-minutes", type=float, default=defaults.max_minutes)
+    train.add_argument("--seed", type=int, default=defaults.seed)
     train.set_defaults(run=run_segment_train)
     evaluate = segment.add_parser("evaluate", help="mean IoU, Dice, pixel accuracy")
     evaluate.add_argument("dir")

@@ -6,6 +6,7 @@ the scheduler take the step to x_{t-1}. DDPM, DDIM, DPM-Solver++, Euler and UniP
 """
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,6 +37,22 @@ SCHEDULERS = {
     "euler_a": EulerAncestralDiscreteScheduler,
     "unipc": UniPCMultistepScheduler,
 }
+
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How the package samples unless told otherwise: the CLI, the main job, validation grids and the
+    evaluator all read these. 20 DPM-Solver++ steps scored the same adherence as 1000 DDPM steps on the
+    shapes data; guidance 3 is classifier-free guidance (Ho & Salimans 2022) at a small model's scale."""
+
+    scheduler: str = "dpm++"
+    steps: int = 20
+    guidance_scale: float = 3.0
+    seed: int = 0
+
+
+SAMPLING = SamplingSettings()
 
 
 def use_scheduler(pipe: DiffusionPipeline, name: str) -> DiffusionPipeline:

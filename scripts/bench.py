@@ -235,7 +235,6 @@ def bench_loop(device: str, batch: int, warmup: int, steps: int, quick: bool) ->
     """
     import tempfile
 
-    from noiseunet.data.loader import TrainingStream, collate
     from noiseunet.precision import autocast as precision_autocast
     from noiseunet.precision import resolve_precision
     from noiseunet.text import encode_prompts
@@ -243,7 +242,7 @@ def bench_loop(device: str, batch: int, warmup: int, steps: int, quick: bool) ->
     from noiseunet.training.components import build_components
     from noiseunet.training.config import TrainConfig
     from noiseunet.training.diffusion import diffusion_loss
-    from noiseunet.training.loop import open_training_data
+    from noiseunet.training.run import open_batches
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = dict(resolution=16, unet=dict(QUICK_TRAIN_UNET)) if quick else {}
@@ -252,12 +251,12 @@ def bench_loop(device: str, batch: int, warmup: int, steps: int, quick: bool) ->
         assert steps % warmup == 0, "steps must be a multiple of warmup (the log interval)"
 
         precision = resolve_precision(config.mixed_precision)
-        parts = build_components(config, open_training_data(config, 0, 1))
+        batches = open_batches(config)
+        parts = build_components(config, batches)
         unet, text_encoder = parts.unet.to(device), parts.text_encoder.to(device)
         parameters = [*unet.parameters(), *text_encoder.parameters()]
         optimizer = torch.optim.AdamW(parameters, lr=1e-4)  # as the loop's
-        stream = TrainingStream(open_training_data(config, 0, 1), config.resolution)
-        fixed = collate([stream[i] for i in range(batch)])
+        fixed = next(batches)
         x0 = fixed["pixel_values"].to(device)
 
         def bare_step():

@@ -68,3 +68,26 @@ def test_missing_mask_is_named(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no mask for cat"):
         SegmentationFolder(tmp_path)
+
+
+def test_evaluation_counts_every_image_of_a_folder_exactly_once(tmp_path):
+    """10 images in batches of 4: 4 + 4 + 2, none repeated (padding by cycling once counted some twice)."""
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for i in range(10):
+        mask = np.zeros((12, 12), np.uint8)
+        mask[2:6 + i % 4, 3:9] = 1
+        Image.fromarray(np.where(mask[..., None] > 0, 220, 20).astype(np.uint8).repeat(3, -1)).save(data / "images" / f"{i}.png")
+        Image.fromarray(mask).save(data / "masks" / f"{i}.png")
+    run = train_segmentation(SegmentationConfig(output_dir=str(tmp_path / "run"), data=str(data), resolution=12,
+                                                block_out_channels=(32, 32), max_steps=2, max_minutes=None,
+                                                batch_size=2, mixed_precision="no"))
+    result = evaluate_segmentation(run, str(data), batch_size=4)
+    assert result["images"] == 10
+    from noiseunet.segmentation.data import SegmentationFolder, evaluation_batches
+
+    seen = [masks for _, masks in evaluation_batches(SegmentationFolder(data), 10, 4, None)]
+    assert [len(m) for m in seen] == [4, 4, 2]
+    counted = sum(int(m.numel()) for m in seen)
+    assert counted == 10 * 12 * 12  # the confusion matrix's total is every pixel of every image, once

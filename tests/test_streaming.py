@@ -115,3 +115,51 @@ def test_a_stream_with_no_usable_sample_is_an_error_not_a_hang(tmp_path):
     folder = write_shards(tmp_path / "shards", shards=1, per_shard=3)
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="no usable sample in a whole pass"):
         next(stream(folder, resolution=64))  # every 16x16 image is smaller than the resolution
+
+
+def test_shuffled_blocks_replay_exactly_from_a_saved_state(tmp_path):
+    folder = write_shards(tmp_path / "shards")
+    straight = stream(folder, shuffle_buffer=5, seed=3)
+    captions = [next(straight)["captions"] for _ in range(12)]  # 36 examples: the second epoch too
+    assert sorted(sum(captions[:8], [])) == sorted(set(sum(captions[:8], [])))  # an epoch holds each once
+    assert sum(captions[:8], []) != captions_of_one_epoch(stream(folder), 24)  # and is shuffled
+    for stop in (1, 5, 9):
+        first = stream(folder, shuffle_buffer=5, seed=3)
+        for _ in range(stop):
+            next(first)
+        resumed = stream(folder, shuffle_buffer=5, seed=3)
+        resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+        assert [next(resumed)["captions"] for _ in range(12 - stop)] == captions[stop:], stop
+
+
+def test_a_shuffled_streamed_run_killed_and_resumed_equals_the_uninterrupted_one(tmp_path):
+    """SIGKILL after a checkpoint, then --resume latest: bitwise the weights of the run that was never stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    from test_reliability import TRAIN_ARGS, final_weights, logged_step
+
+    folder = write_shards(tmp_path / "shards")
+
+    def start(run: Path, resume: bool) -> subprocess.Popen:
+        args = [sys.executable, "-m", "noiseunet", "train", "--output", str(run), "--max-steps", "12",
+                "--checkpoint-every", "4", "--data", str(folder), "--shuffle-buffer", "7", *TRAIN_ARGS,
+                *(["--resume", "latest"] if resume else [])]
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+    straight = start(tmp_path / "straight", resume=False)
+    assert straight.wait() == 0, straight.stderr.read()
+    killed = start(tmp_path / "killed", resume=False)
+    while killed.poll() is None and logged_step(tmp_path / "killed") < 6:
+        time.sleep(0.002)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    resumed = start(tmp_path / "killed", resume=True)
+    assert resumed.wait() == 0, resumed.stderr.read()
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

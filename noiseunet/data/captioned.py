@@ -1,21 +1,75 @@
 """Image-caption sources: a folder with metadata, a saved ``datasets`` dataset, or a hub dataset name.
 
-Every source is a map-style dataset of ``{"image": PIL.Image, "caption": str | list[str]}`` so the
-trainer treats them alike; the built-in ``shapes`` data (``shapes.py``) has the same shape.
+Every source is a map-style dataset of ``{"image": PIL.Image, "caption": str | list[str]}`` that also
+answers for itself what the trainer asks besides its items: its captions (to train a tokenizer, read
+without decoding images), its bad samples, and prompts for validation grids. So the trainer treats them
+alike with no question about their type; the built-in ``shapes`` data (``shapes.py``) is one more.
 """
 
 import csv
+import itertools
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from PIL import Image
-from torch.utils.data import Dataset
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset, Subset
+
+from .checks import Problem, caption_problem, check_rows, image_problem
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 
 
-class ImageCaptionFolder(Dataset):
+def flat_captions(captions: Iterable) -> list[str]:
+    """Captions, some of them lists of alternatives, as one flat list of strings (anything else dropped)."""
+    flat = itertools.chain.from_iterable(c if isinstance(c, (list, tuple)) else [c] for c in captions)
+    return [c for c in flat if isinstance(c, str)]
+
+
+def distinct_prompts(captions: Iterable, count: int) -> list[str]:
+    """The first ``count`` distinct non-empty captions: validation prompts drawn from the data itself."""
+    prompts = dict.fromkeys(c for c in flat_captions(captions) if c.strip())
+    return list(prompts)[:count]
+
+
+class CaptionedSource(Dataset):
+    """A map-style image-caption source. Subclasses read their captions and check their samples."""
+
+    def captions(self, indices: Sequence[int]) -> list:
+        """The captions (strings or lists of them) of these items, without decoding their images."""
+        raise NotImplementedError
+
+    def problem(self, index: int, resolution: int) -> Problem | None:
+        """What is wrong with item ``index`` for training at ``resolution``, or None."""
+        raise NotImplementedError
+
+    def check(self, resolution: int) -> tuple[Sequence[int], list[Problem]]:
+        """(indices of good samples, problems of the bad ones)."""
+        return check_rows(len(self), lambda index: self.problem(index, resolution))
+
+    def validation_prompts(self, count: int = 4) -> list[str]:
+        return distinct_prompts(self.captions(range(min(len(self), 1000))), count)
+
+    def subset(self, indices: Sequence[int]) -> "CheckedSubset":
+        """Only these items (the good ones), still answering for themselves."""
+        return CheckedSubset(self, indices)
+
+
+class CheckedSubset(Subset, CaptionedSource):
+    """The good samples of a checked source, answering for themselves as the source does."""
+
+    def captions(self, indices: Sequence[int]) -> list:
+        return self.dataset.captions([self.indices[i] for i in indices])
+
+    def problem(self, index: int, resolution: int) -> Problem | None:
+        return self.dataset.problem(self.indices[index], resolution)
+
+    def validation_prompts(self, count: int = 4) -> list[str]:
+        return self.dataset.validation_prompts(count)
+
+
+class ImageCaptionFolder(CaptionedSource):
     """A folder of images with ``metadata.jsonl`` or ``metadata.csv``: ``file_name`` plus a caption column
     (the layout of the ``datasets`` "imagefolder" builder). A caption may be a list of captions."""
 
@@ -33,6 +87,28 @@ class ImageCaptionFolder(Dataset):
         with Image.open(path) as image:
             image.load()
         return {"image": image, "caption": row[self.caption_column], "source": str(path)}
+
+    def captions(self, indices: Sequence[int]) -> list:
+        return [self.rows[i][self.caption_column] for i in indices]
+
+    def problem(self, index: int, resolution: int) -> Problem | None:
+        row = self.rows[index]
+        path = self.root / str(row["file_name"])
+        where = f"{path} (row {index + 1})"
+        message = caption_problem(row[self.caption_column])
+        if message:
+            return Problem(where, message)
+        if not path.is_file():
+            return Problem(where, "file not found")
+        try:
+            with Image.open(path) as image:
+                image.load()  # decodes everything: truncated files fail here, not in the training loop
+                message = image_problem(image, resolution)
+        except UnidentifiedImageError:
+            return Problem(where, "not an image file")
+        except (OSError, SyntaxError, ValueError) as error:
+            return Problem(where, f"unreadable image ({error})")
+        return Problem(where, message) if message else None
 
 
 def read_metadata(root: Path, caption_column: str) -> list[dict]:
@@ -64,7 +140,7 @@ def read_metadata(root: Path, caption_column: str) -> list[dict]:
     return rows
 
 
-class HFImageCaptions(Dataset):
+class HFImageCaptions(CaptionedSource):
     """A Hugging Face ``datasets`` dataset (saved with ``save_to_disk`` or named on the hub)."""
 
     def __init__(self, name_or_path: str, image_column: str = "image", caption_column: str = "text", split: str = "train"):
@@ -87,3 +163,19 @@ class HFImageCaptions(Dataset):
     def __getitem__(self, index: int) -> dict:
         row = self.dataset[index]
         return {"image": row[self.image_column], "caption": row[self.caption_column], "source": f"row {index}"}
+
+    def captions(self, indices: Sequence[int]) -> list:
+        return self.dataset.select(indices)[self.caption_column]
+
+    def problem(self, index: int, resolution: int) -> Problem | None:
+        where = f"row {index}"
+        try:
+            item = self[index]
+        except (OSError, SyntaxError, ValueError) as error:
+            return Problem(where, f"unreadable image ({error})")
+        message = caption_problem(item["caption"])
+        if message is None and not isinstance(item["image"], Image.Image):
+            message = f"image column holds {type(item['image']).__name__}, not an image"
+        if message is None:
+            message = image_problem(item["image"], resolution)
+        return Problem(where, message) if message else None

@@ -7,13 +7,11 @@ and turns each into a one-line answer.
 """
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset, Subset
-
-from .captioned import HFImageCaptions, ImageCaptionFolder
-from .shapes import ShapesDataset
+from PIL import Image
+from torch.utils.data import Dataset
 
 
 @dataclass(frozen=True)
@@ -43,14 +41,11 @@ def image_problem(image: Image.Image, resolution: int) -> str | None:
     return None
 
 
-def check_source(source: Dataset, resolution: int) -> tuple[range | list[int], list[Problem]]:
-    """(indices of good samples, problems of the bad ones). The built-in shapes need no check."""
-    if isinstance(source, ShapesDataset):
-        return range(len(source)), []
+def check_rows(count: int, problem_of: Callable[[int], Problem | None]) -> tuple[list[int], list[Problem]]:
+    """(indices whose ``problem_of`` is None, the problems of the others), in order."""
     good, problems = [], []
-    for index in range(len(source)):
-        problem = _check_folder_row(source, index, resolution) if isinstance(source, ImageCaptionFolder) \
-            else _check_dataset_row(source, index, resolution)
+    for index in range(count):
+        problem = problem_of(index)
         if problem is None:
             good.append(index)
         else:
@@ -58,38 +53,9 @@ def check_source(source: Dataset, resolution: int) -> tuple[range | list[int], l
     return good, problems
 
 
-def _check_folder_row(source: ImageCaptionFolder, index: int, resolution: int) -> Problem | None:
-    row = source.rows[index]
-    path = source.root / str(row["file_name"])
-    where = f"{path} (row {index + 1})"
-    message = caption_problem(row[source.caption_column])
-    if message:
-        return Problem(where, message)
-    if not path.is_file():
-        return Problem(where, "file not found")
-    try:
-        with Image.open(path) as image:
-            image.load()  # decodes everything: truncated files fail here, not in the training loop
-            message = image_problem(image, resolution)
-    except UnidentifiedImageError:
-        return Problem(where, "not an image file")
-    except (OSError, SyntaxError, ValueError) as error:
-        return Problem(where, f"unreadable image ({error})")
-    return Problem(where, message) if message else None
-
-
-def _check_dataset_row(source: HFImageCaptions, index: int, resolution: int) -> Problem | None:
-    where = f"row {index}"
-    try:
-        item = source[index]
-    except (OSError, SyntaxError, ValueError) as error:
-        return Problem(where, f"unreadable image ({error})")
-    message = caption_problem(item["caption"])
-    if message is None and not isinstance(item["image"], Image.Image):
-        message = f"image column holds {type(item['image']).__name__}, not an image"
-    if message is None:
-        message = image_problem(item["image"], resolution)
-    return Problem(where, message) if message else None
+def check_source(source: Dataset, resolution: int) -> tuple[Sequence[int], list[Problem]]:
+    """(indices of good samples, problems of the bad ones), as the source itself judges them."""
+    return source.check(resolution)
 
 
 def usable_samples(source: Dataset, resolution: int, on_bad_sample: str = "skip") -> Dataset:
@@ -105,5 +71,5 @@ def usable_samples(source: Dataset, resolution: int, on_bad_sample: str = "skip"
         listed = "; ".join(str(p) for p in problems[:3])
         warnings.warn(f"skipping {len(problems)} bad sample(s) of {len(source)}: {listed}"
                       f"{' ...' if len(problems) > 3 else ''} (noiseunet check-data lists them all)", stacklevel=2)
-        return Subset(source, good)
+        return source.subset(good)
     return source

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..data.shapes import evaluation_specs
 from ..files import save_image, write_json
 from ..grid import image_grid
-from ..pipeline import NoiseUNetPipeline, generate, load_pipeline, use_scheduler
+from ..pipeline import SAMPLING, NoiseUNetPipeline, generate, load_pipeline, use_scheduler
 from ..precision import resolve_precision
 from .checker import judge
 
@@ -22,10 +22,10 @@ ATTRIBUTES = ("colour", "shape", "position", "all")
 def evaluate(
     pipeline_dir: str | Path,
     images_per_prompt: int = 4,
-    scheduler: str = "dpm++",
-    steps: int = 20,
-    guidance_scale: float = 3.0,
-    seed: int = 0,
+    scheduler: str = SAMPLING.scheduler,
+    steps: int = SAMPLING.steps,
+    guidance_scale: float = SAMPLING.guidance_scale,
+    seed: int = SAMPLING.seed,
     batch_size: int = 128,
     write: bool = True,
     pipe: NoiseUNetPipeline | None = None,

@@ -70,4 +70,23 @@ def batches(source: Dataset, batch_size: int, resolution: int | None, start: int
     while True:
         pairs = [to_tensors(source[order(p)], resolution) for p in range(position, position + batch_size)]
         position += batch_size
-        yield torch.stack([p for p, _ in pairs]), torch.stack([m for _, m in pairs])
+        yield _stacked(pairs)
+
+
+def evaluation_batches(source: Dataset, count: int, batch_size: int, resolution: int | None):
+    """(images, masks) batches of items 0 .. count-1, each exactly once (the last batch may be smaller).
+
+    Without ``resolution``, folder images keep their own size, so a batch closes early where the size changes."""
+    pairs = []
+    for index in range(count):
+        pair = to_tensors(source[index], resolution)
+        if pairs and (len(pairs) == batch_size or pair[0].shape != pairs[0][0].shape):
+            yield _stacked(pairs)
+            pairs = []
+        pairs.append(pair)
+    if pairs:
+        yield _stacked(pairs)
+
+
+def _stacked(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([p for p, _ in pairs]), torch.stack([m for _, m in pairs])

@@ -4,6 +4,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -11,9 +12,9 @@ from accelerate.utils import set_seed
 from PIL import Image
 
 from ..files import from_pretrained, replacing_folder_entries, save_image, write_json
-from ..training.loop import make_accelerator
-from ..training.run_log import RunLog
-from .data import SHAPES_CLASSES, SegmentationFolder, batches, open_segmentation_source, to_tensors
+from ..options import check_choices
+from ..runtime import RunLog, make_accelerator
+from .data import SHAPES_CLASSES, SegmentationFolder, batches, evaluation_batches, open_segmentation_source, to_tensors
 from .losses import IGNORE_INDEX, LOSSES
 from .metrics import confusion_matrix, scores
 from .model import SegmentationUNet
@@ -29,17 +30,20 @@ class SegmentationConfig:
     data: str | None = None  # None = the built-in shapes
     num_classes: int | None = None  # None = from the data (4 for shapes; folders: largest mask value + 1)
     resolution: int = 32
-    loss: str = "ce+dice"
+    loss: Literal["ce", "dice", "iou", "ce+dice"] = "ce+dice"
     block_out_channels: tuple[int, ...] = (32, 64, 128)
     layers_per_block: int = 1
-    upsampling: str = "nearest"
+    upsampling: Literal["nearest", "transposed"] = "nearest"
     batch_size: int = 32
     learning_rate: float = 2e-3
     max_steps: int | None = None
     max_minutes: float | None = 5.0
-    mixed_precision: str = "auto"
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     seed: int = 0
     log_every: int = 25
+
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
 def count_classes(source) -> int:
@@ -54,8 +58,6 @@ def count_classes(source) -> int:
 
 def train_segmentation(config: SegmentationConfig) -> Path:
     """Train until ``max_steps`` or ``max_minutes``; writes OUTPUT/model (save_pretrained) and metrics.jsonl."""
-    if config.loss not in LOSSES:
-        raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {config.loss!r}")
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     accelerator = make_accelerator(config.mixed_precision)
@@ -92,20 +94,20 @@ def train_segmentation(config: SegmentationConfig) -> Path:
     return output
 
 
-def evaluate_segmentation(run_dir: str | Path, data: str | None = None, max_images: int = 512) -> dict:
-    """Confusion-matrix metrics on ``data`` (default: built-in shapes images training never drew);
-    writes RUN/evaluation.json."""
+def evaluate_segmentation(run_dir: str | Path, data: str | None = None, max_images: int = 512,
+                          batch_size: int = 64) -> dict:
+    """Confusion-matrix metrics on ``data`` (default: built-in shapes images training never drew), every
+    image counted once (the first ``max_images``); writes RUN/evaluation.json."""
     run_dir = Path(run_dir)
     model = from_pretrained(SegmentationUNet, run_dir / "model").eval()
     trained = json.loads((run_dir / "train_summary.json").read_text())
     source = open_segmentation_source(data, trained["resolution"], trained["seed"], split="eval")
     count = min(max_images, len(source))
     confusion = torch.zeros(model.config.num_classes, model.config.num_classes, dtype=torch.long)
-    stream = batches(source, 64, trained["resolution"] if data in (None, "shapes") else None, seed=trained["seed"])
-    for _ in range(math.ceil(count / 64)):
-        images, masks = next(stream)
+    resolution = trained["resolution"] if data in (None, "shapes") else None
+    for images, masks in evaluation_batches(source, count, batch_size, resolution):
         confusion += confusion_matrix(model.predict(images), masks, model.config.num_classes)
-    result = {**scores(confusion), "images": math.ceil(count / 64) * 64, "data": data or "shapes (unseen images)"}
+    result = {**scores(confusion), "images": count, "data": data or "shapes (unseen images)"}
     write_json(run_dir / "evaluation.json", result)
     return result
 

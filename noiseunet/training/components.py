@@ -4,22 +4,20 @@ Fresh runs build or load them from the TrainConfig; resumed runs rebuild the sam
 the first run wrote into the output folder (the tokenizer it trained, the text encoder config).
 """
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 from accelerate import PartialState
 from diffusers import AutoencoderKL, DDPMScheduler
-from torch.utils.data import Dataset, Subset
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..data import HFImageCaptions, ImageCaptionFolder, ShapesDataset
-from ..data.shapes import split_specs
-from ..data.streaming import StreamedBatches
+from ..data.batches import BatchSource
 from ..files import from_pretrained, replacing_folder_entries
 from ..model import NoiseUNet
 from ..text import build_text_encoder, load_text_encoder, train_tokenizer
-from .config import SMALL_TEXT_ENCODER, TrainConfig
+from .config import TrainConfig
+
+TOKENIZER_CORPUS = 100_000  # captions read to train a tokenizer
 
 
 @dataclass
@@ -32,31 +30,8 @@ class Components:
     train_text_encoder: bool
 
 
-def caption_corpus(source: Dataset | StreamedBatches, limit: int = 100_000) -> list[str]:
-    """Captions to train a tokenizer on, read without decoding any image."""
-    if isinstance(source, StreamedBatches):
-        return _flat_strings(source.captions(min(limit, 10_000)))
-    indices = range(min(limit, len(source)))
-    if isinstance(source, Subset):  # the usable samples of a checked source
-        source, indices = source.dataset, source.indices[:limit]
-    if isinstance(source, ShapesDataset):
-        return [spec.caption for spec in split_specs("all")]
-    if isinstance(source, ImageCaptionFolder):
-        captions = [source.rows[i][source.caption_column] for i in indices]
-    elif isinstance(source, HFImageCaptions):
-        captions = source.dataset.select(indices)[source.caption_column]
-    else:
-        captions = [source[i]["caption"] for i in indices]
-    return _flat_strings(captions)
-
-
-def _flat_strings(captions: list) -> list[str]:
-    """Captions, some of them lists of alternatives, as one flat list of strings (anything else dropped)."""
-    flat = itertools.chain.from_iterable(c if isinstance(c, (list, tuple)) else [c] for c in captions)
-    return [c for c in flat if isinstance(c, str)]
-
-
-def build_components(config: TrainConfig, source: Dataset | StreamedBatches) -> Components:
+def build_components(config: TrainConfig, batches: BatchSource) -> Components:
+    """The run's models: loaded where the config names them, else built from its preset."""
     output = Path(config.output_dir)
     if config.text_encoder:
         tokenizer, text_encoder = load_text_encoder(config.text_encoder, config.allow_pickle)
@@ -66,11 +41,14 @@ def build_components(config: TrainConfig, source: Dataset | StreamedBatches) -> 
         if saved.is_dir():  # resuming: the tokenizer must be the one the weights were trained with
             tokenizer = CLIPTokenizer.from_pretrained(saved)
         else:
-            tokenizer = train_tokenizer(caption_corpus(source), max_length=config.max_text_length)
+            max_length = config.max_text_length or config.preset.max_text_length
+            tokenizer = train_tokenizer(batches.captions(TOKENIZER_CORPUS), max_length=max_length)
             if PartialState().is_main_process:  # every process builds the same one; one writes it
                 with replacing_folder_entries(output) as staging:
                     tokenizer.save_pretrained(staging / saved.name)
-        text_encoder = build_text_encoder(tokenizer, **SMALL_TEXT_ENCODER)
+        preset = config.preset
+        text_encoder = build_text_encoder(tokenizer, hidden_size=preset.text_hidden_size,
+                                          num_layers=preset.text_layers, num_heads=preset.text_heads)
         train_text = config.train_text_encoder is not False
 
     vae = None
@@ -83,7 +61,7 @@ def build_components(config: TrainConfig, source: Dataset | StreamedBatches) -> 
         sample_size = config.resolution // 2 ** (len(vae.config.block_out_channels) - 1)
 
     width = text_encoder.config.hidden_size
-    unet_config = dict(config.unet)
+    unet_config = config.unet_config
     if unet_config.get("cross_attention_dim", width) != width:
         raise ValueError(f"unet cross_attention_dim={unet_config['cross_attention_dim']} does not match the text "
                          f"encoder's hidden size {width}")

@@ -1,21 +1,51 @@
-"""Every training option, with its default, in one typed place."""
+"""Every training option, with its default and its allowed values, in one typed place; model presets."""
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-# The UNet the trainer builds when it starts from scratch: small enough to learn the built-in shapes on
-# two CPU cores in minutes. Four levels (32 -> 4 pixels) with cross-attention at 16, 8 and 4: at 4x4 every
-# position touches the zero padding, which is how a convolutional net knows left from right. It also runs
-# faster than three levels (84 against 77 img/s here).
-SMALL_UNET: dict[str, Any] = dict(
-    block_out_channels=(32, 64, 64, 64),
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    layers_per_block=1,
-    attention_head_dim=2,
-)
-# The CLIP text transformer built when no --text-encoder is given.
-SMALL_TEXT_ENCODER: dict[str, int] = dict(hidden_size=64, num_layers=2, num_heads=2)
+from ..options import check_choices, check_range
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """A UNet config (diffusers keys) and the size of the CLIP text transformer built with it from scratch."""
+
+    unet: dict[str, Any]
+    text_hidden_size: int
+    text_layers: int
+    text_heads: int
+    max_text_length: int  # token length of the tokenizer built from scratch (CLIP's is 77)
+    suits: str  # what data it is for, for --help and the README
+
+
+def _levels(widths: tuple[int, ...], attends: tuple[bool, ...]) -> dict[str, Any]:
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attends)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attends))
+    return dict(block_out_channels=widths, down_block_types=down, up_block_types=up)
+
+
+MODEL_PRESETS: dict[str, ModelPreset] = {
+    # Two levels, one attending: smoke tests, debugging a data pipeline, a few hundred tiny images.
+    "tiny": ModelPreset(dict(**_levels((32, 64), (False, True)), layers_per_block=1, attention_head_dim=2),
+                        32, 1, 2, 16, "smoke tests and debugging; up to ~1k images at 32 px"),
+    # The built-in shapes in minutes on two CPU cores. Four levels (32 -> 4 pixels) with cross-attention at
+    # 16, 8 and 4: at 4x4 every position touches the zero padding, which is how a convolutional net knows
+    # left from right. It also runs faster than three levels (84 against 77 img/s here).
+    "small": ModelPreset(dict(**_levels((32, 64, 64, 64), (False, True, True, True)), layers_per_block=1,
+                              attention_head_dim=2),
+                         64, 2, 2, 16, "the built-in shapes; ~1k-10k simple images at 32 px on a CPU"),
+    # Real images at 64 px (or SD latents of 512 px): two residual blocks per level, 8 heads.
+    "base": ModelPreset(dict(**_levels((64, 128, 256, 256), (False, True, True, True)), layers_per_block=2,
+                             attention_head_dim=8),
+                        256, 4, 4, 32, "~10k-100k real images at 64 px, or 256-512 px with --vae; a GPU helps"),
+    # Stable Diffusion 1.5's UNet (859.5M parameters) and CLIP ViT-L/14's text transformer width and depth.
+    "sd15": ModelPreset(dict(**_levels((320, 640, 1280, 1280), (True, True, True, False)), layers_per_block=2,
+                             attention_head_dim=8),
+                        768, 12, 12, 77, "millions of images with --vae sd-vae; GPUs"),
+}
+
+# Kept for scripts that build the trainer's shapes UNet (scripts/bench.py).
+SMALL_UNET: dict[str, Any] = MODEL_PRESETS["small"].unet
 
 
 @dataclass
@@ -27,23 +57,26 @@ class TrainConfig:
     image_column: str = "image"
     resolution: int = 32
     random_crop: bool = False
-    flip: bool = True  # never applied to captions that mention left or right
+    # Off by default, as in diffusers' scripts: mirroring makes digits, letters and text wrong. Never applied
+    # to captions that mention left or right.
+    flip: bool = False
     caption_dropout: float = 0.1  # empty prompt this often, so classifier-free guidance works
-    on_bad_sample: str = "skip"  # "skip" (warn, train on the rest) or "error" (stop before training)
+    on_bad_sample: Literal["skip", "error"] = "skip"  # warn and train on the rest, or stop before training
     streaming: bool = False  # stream a hub dataset instead of downloading it (tar shards always stream)
     shuffle_buffer: int = 1000  # examples shuffled together when streaming
     # Models.
-    text_encoder: str | None = None  # hub name or folder; None = build a small CLIP text model
+    model: Literal["tiny", "small", "base", "sd15"] = "small"  # preset: UNet and from-scratch text encoder sizes
+    text_encoder: str | None = None  # hub name or folder; None = build the preset's CLIP text model
     train_text_encoder: bool | None = None  # default: only when built from scratch
-    max_text_length: int = 16  # token length of the tokenizer built from scratch (CLIP's is 77)
+    max_text_length: int | None = None  # tokens of the tokenizer built from scratch; None = the preset's
     vae: str | None = None  # latent diffusion with this AutoencoderKL; None = pixel space
     allow_pickle: bool = False  # also load --text-encoder/--vae weights from pickle (.bin) files
-    unet: dict[str, Any] = field(default_factory=lambda: dict(SMALL_UNET))
+    unet: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's UNet config
     # Diffusion.
-    beta_schedule: str = "squaredcos_cap_v2"  # "linear", "scaled_linear" or "squaredcos_cap_v2" (cosine)
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"  # last: cosine
     # v = sqrt(a) eps - sqrt(1-a) x0 (Salimans & Ho 2022). On the built-in data at 10 minutes, epsilon
     # left a random flat background colour (2.8% all-correct); v-prediction learns the black background.
-    prediction_type: str = "v_prediction"  # or "epsilon"
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
     # min-SNR-gamma weighting (Hang et al. 2023); None = plain MSE. With v-prediction it weights the loss by
     # about SNR at the noisiest timesteps, which is where the layout is decided: at 5.0 the model never
     # learned which side a shape goes on (position at chance after 10 minutes; 100% without it).
@@ -60,18 +93,43 @@ class TrainConfig:
     ema_max_decay: float = 0.999
     max_steps: int | None = None
     max_minutes: float | None = 10.0
-    mixed_precision: str = "auto"  # "auto" = bf16 where the hardware has it, else "no"; or "no", "bf16", "fp16"
+    # "auto" = bf16 where the hardware has it, else float32 ("no").
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
     compile: bool = False
     # Bookkeeping.
     seed: int = 0
     num_workers: int | None = None  # data loader processes; None = 2 on a GPU, 0 on a CPU
     log_every: int = 25
-    validation_prompts: list[str] | None = None  # None = a few shapes prompts when training on shapes
+    # accelerate trackers, logs in OUTPUT/logs; "auto" = TensorBoard when it is installed.
+    report_to: Literal["auto", "tensorboard", "wandb", "none"] = "auto"
+    validation_prompts: list[str] | None = None  # None = the data's own (shapes prompts, or its first captions)
     validate_every: int = 500  # steps between samples/step-N.png grids (0 = only at the end)
     checkpoint_every: int = 500
     checkpoints_total_limit: int = 2
     resume: str | None = None  # a checkpoint folder or "latest"
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        for name, low in (("resolution", 8), ("batch_size", 1), ("gradient_accumulation_steps", 1),
+                          ("log_every", 1), ("checkpoint_every", 1), ("checkpoints_total_limit", 1),
+                          ("validate_every", 0), ("warmup_steps", 0), ("learning_rate", 0), ("weight_decay", 0),
+                          ("offset_noise", 0), ("max_steps", 0), ("shuffle_buffer", 1), ("max_text_length", 2)):
+            check_range(name, getattr(self, name), low)
+        check_range("caption_dropout", self.caption_dropout, 0, 1)
+        check_range("ema_max_decay", self.ema_max_decay, 0, 1)
+        check_range("max_grad_norm", self.max_grad_norm, 0, low_inclusive=False)
+        check_range("max_minutes", self.max_minutes, 0, low_inclusive=False)
+        check_range("snr_gamma", self.snr_gamma, 0, low_inclusive=False)
+
+    @property
+    def preset(self) -> ModelPreset:
+        return MODEL_PRESETS[self.model]
+
+    @property
+    def unet_config(self) -> dict[str, Any]:
+        """The preset's UNet config with this run's overrides."""
+        return {**self.preset.unet, **self.unet}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,192 @@
+"""A training run: everything set up from a TrainConfig (data, models, optimizer, EMA, log, resume point),
+and what it does between steps (checkpoints, validation) and at the end (the pipeline folder).
+
+accelerate handles devices, mixed precision, gradient accumulation, several processes and the trackers;
+diffusers gives the LR schedule and the EMA. The step itself is ``step.train_step``.
+"""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from torch import nn
+
+from ..data import open_source
+from ..data.batches import BatchSource, MapBatches
+from ..data.checks import usable_samples
+from ..data.streaming import StreamedBatches, open_stream
+from ..files import replacing_folder_entries, write_json
+from ..pipeline import NoiseUNetPipeline
+from ..runtime import RunLog, make_accelerator, resolve_trackers
+from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from .components import Components, build_components
+from .config import TrainConfig
+from .validation import ema_weights, trained_parameters, validation_grid
+
+
+@dataclass
+class TrainingRun:
+    config: TrainConfig
+    accelerator: Accelerator
+    batches: BatchSource
+    parts: Components
+    unet: nn.Module  # prepared by accelerate (wrapped for DDP); ``forward_unet`` is what the loss calls
+    text_encoder: nn.Module
+    forward_unet: nn.Module
+    parameters: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    lr_schedule: torch.optim.lr_scheduler.LRScheduler
+    ema: EMAModel
+    log: RunLog
+    prompts: list[str]
+    step: int = 0
+    images_seen: int = 0
+    skipped: int = 0  # steps skipped for NaN/Inf, in all
+    bad_in_a_row: int = 0
+
+    @property
+    def output(self) -> Path:
+        return Path(self.config.output_dir)
+
+    @property
+    def images_per_step(self) -> int:
+        """The global batch: every process, every accumulated micro-batch."""
+        return self.config.batch_size * self.accelerator.num_processes * self.config.gradient_accumulation_steps
+
+    @property
+    def max_steps(self) -> float:
+        return self.config.max_steps if self.config.max_steps is not None else math.inf
+
+    @property
+    def out_of_time(self) -> bool:
+        return self.config.max_minutes is not None and self.log.elapsed >= self.config.max_minutes * 60
+
+    def save_checkpoint(self) -> Path:
+        state = {"step": self.step, "images_seen": self.images_seen, "skipped": self.skipped,
+                 "processes": self.accelerator.num_processes}
+        return save_checkpoint(self.accelerator, self.output, state, self.ema, self.parameters,
+                               self.config.checkpoints_total_limit, {"stream": self.batches.state_dict()})
+
+    def validate(self) -> None:
+        """samples/step-N.png from the main process, also sent to the trackers."""
+        if self.prompts and self.accelerator.is_main_process:
+            grid = validation_grid(self.accelerator, self.parts, self.unet, self.text_encoder, self.ema, self.output,
+                                   self.step, self.prompts)
+            self.log.image("validation", grid, self.step)
+
+    def after_step(self) -> None:
+        """Checkpoint and validation grid when they are due."""
+        if self.step % self.config.checkpoint_every == 0:
+            self.save_checkpoint()
+        if self.config.validate_every and self.step % self.config.validate_every == 0:
+            self.validate()
+
+
+def start_run(config: TrainConfig) -> TrainingRun:
+    """Set up a run: accelerator and trackers, data, models, optimizer, EMA; resume from a checkpoint."""
+    output = Path(config.output_dir)
+    # The LR schedule counts optimizer steps whatever the process count (accelerate would otherwise step it
+    # once per process, warming up twice as fast on two processes as on one with the same global batch).
+    accelerator = make_accelerator(
+        config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        step_scheduler_with_optimizer=False, log_with=resolve_trackers(config.report_to),
+        project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / "logs")))
+    set_seed(config.seed)
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        write_json(output / "train_config.json", config.to_dict())
+    accelerator.wait_for_everyone()
+
+    batches = open_batches(config, accelerator.process_index, accelerator.num_processes, accelerator.device)
+    parts = build_components(config, batches)
+    if config.gradient_checkpointing:
+        parts.unet.enable_gradient_checkpointing()
+    parameters = trained_parameters(parts.unet, parts.text_encoder, parts.train_text_encoder)
+    # Not fused: with the fused CPU AdamW, a run resumed from a checkpoint ended a few ulps away from the
+    # uninterrupted run (tests/test_reliability.py); the default implementation resumes bit for bit.
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    lr_schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.warmup_steps)
+    ema = EMAModel(parameters, decay=config.ema_max_decay, use_ema_warmup=True, power=config.ema_power, foreach=True)
+    unet, text_encoder, optimizer, lr_schedule = accelerator.prepare(parts.unet, parts.text_encoder, optimizer,
+                                                                     lr_schedule)
+    if parts.vae is not None:
+        parts.vae.to(accelerator.device)
+    ema.to(accelerator.device)
+
+    step, images_seen, skipped = 0, 0, 0
+    checkpoint = resolve_resume(output, config.resume)
+    if checkpoint is not None:
+        state, process_state = load_checkpoint(accelerator, checkpoint, ema)
+        step, images_seen, skipped = state["step"], state["images_seen"], state.get("skipped", 0)
+        # Checkpoints of map-style data from before the batch-source protocol stored no position.
+        batches.load_state_dict(process_state.get("stream", {"batches": step * config.gradient_accumulation_steps}))
+        accelerator.print(f"resumed from {checkpoint} at step {step}")
+    accelerator.init_trackers("train", config=_tracker_config(config))
+
+    per_step = config.batch_size * accelerator.num_processes * config.gradient_accumulation_steps
+    log = RunLog(output, per_step, config.log_every, config.max_steps or math.inf,
+                 config.max_minutes * 60 if config.max_minutes else math.inf, step, accelerator.is_main_process,
+                 accelerator)
+    unet.train()
+    text_encoder.train(parts.train_text_encoder)
+    return TrainingRun(
+        config=config, accelerator=accelerator, batches=batches, parts=parts, unet=unet, text_encoder=text_encoder,
+        forward_unet=torch.compile(unet) if config.compile else unet, parameters=parameters, optimizer=optimizer,
+        lr_schedule=lr_schedule, ema=ema, log=log, prompts=config.validation_prompts or batches.validation_prompts(),
+        step=step, images_seen=images_seen, skipped=skipped)
+
+
+def open_batches(config: TrainConfig, rank: int = 0, world: int = 1,
+                 device: torch.device = torch.device("cpu")) -> BatchSource:
+    """Batches of process ``rank`` of ``world``: a map-style source with its bad samples checked out, or, for
+    tar shards and ``--streaming``, its share of a stream (checked as it streams)."""
+    streamed = open_stream(config.data, config.streaming)
+    if streamed is not None:
+        return StreamedBatches(streamed, config.data, config.batch_size, config.resolution, config.seed, rank, world,
+                               config.random_crop, config.flip, config.caption_dropout, config.image_column,
+                               config.caption_column, config.on_bad_sample, config.shuffle_buffer)
+    source = open_source(config.data, config.resolution, config.caption_column, config.image_column, config.seed)
+    on_gpu = device.type == "cuda"
+    workers = config.num_workers
+    if workers is None:  # on a GPU, workers prepare the next batches meanwhile; on a CPU they'd take its cores
+        workers = 2 if on_gpu else 0
+    return MapBatches(usable_samples(source, config.resolution, config.on_bad_sample), config.batch_size,
+                      config.resolution, config.seed, rank, world, config.random_crop, config.flip,
+                      config.caption_dropout, workers, pin_memory=on_gpu)
+
+
+def _tracker_config(config: TrainConfig) -> dict:
+    """The options as the scalars trackers accept (TensorBoard's hparams take no lists, dicts or None)."""
+    values = {**config.to_dict(), "unet": config.unet_config}
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
+
+
+def finish_run(run: TrainingRun, stopped_by: int | None) -> Path:
+    """Write the last log record, a checkpoint, the pipeline folder (EMA weights), a final grid and the summary."""
+    accelerator, output = run.accelerator, run.output
+    run.log.close()
+    if stopped_by:
+        accelerator.print(f"stopped by signal {stopped_by} at step {run.step}; saving")
+    minutes = run.log.elapsed / 60
+    run.save_checkpoint()
+    if accelerator.is_main_process:
+        parts = run.parts
+        with ema_weights(accelerator, parts, run.unet, run.text_encoder, run.ema) as (unet, text_encoder), \
+                replacing_folder_entries(output, last="model_index.json") as staging:
+            NoiseUNetPipeline(unet=unet, text_encoder=text_encoder, tokenizer=parts.tokenizer,
+                              scheduler=parts.scheduler, vae=parts.vae).save_pretrained(staging, safe_serialization=True)
+        run.validate()
+        summary = {"steps": run.step, "images_seen": run.images_seen, "minutes": minutes,
+                   "skipped_steps": run.skipped, "precision": accelerator.mixed_precision,
+                   "processes": accelerator.num_processes,
+                   "images_per_second": run.images_seen / max(minutes * 60, 1e-9)}
+        write_json(output / "train_summary.json", summary)
+        accelerator.print(f"trained {run.step} steps ({run.images_seen:,} images) in {minutes:.1f} min -> {output}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return output

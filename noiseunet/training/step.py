@@ -1,0 +1,65 @@
+"""One optimizer step of a TrainingRun: accumulate micro-batches, guard against NaN/Inf, update, EMA, log."""
+
+import torch
+from accelerate import Accelerator
+
+from ..text import encode_prompts
+from .diffusion import diffusion_loss, per_sample_generators
+from .run import TrainingRun
+
+MAX_BAD_STEPS_IN_A_ROW = 5
+
+
+def train_step(run: TrainingRun) -> None:
+    """Advance ``run`` by one optimizer step (``gradient_accumulation_steps`` micro-batches on every process).
+
+    Noise and timesteps come from generators seeded by (seed, step, micro-batch) and the sample's place in
+    the global batch, so a resumed run, and a run on another number of processes, draws the same ones.
+    """
+    config, accelerator, parts = run.config, run.accelerator, run.parts
+    rank, losses = accelerator.process_index, []
+    for micro in range(config.gradient_accumulation_steps):
+        batch = next(run.batches)
+        generator = per_sample_generators((config.seed, run.step, micro), rank * config.batch_size,
+                                          len(batch["captions"]))
+        with accelerator.accumulate(run.unet), accelerator.autocast():
+            x0 = batch["pixel_values"].to(accelerator.device, non_blocking=True)
+            if parts.vae is not None:
+                with torch.no_grad():
+                    x0 = parts.vae.encode(x0).latent_dist.sample(generator) * parts.vae.config.scaling_factor
+            with torch.set_grad_enabled(parts.train_text_encoder):
+                context = encode_prompts(parts.tokenizer, run.text_encoder, batch["captions"])
+            loss = diffusion_loss(run.forward_unet, x0, context, parts.scheduler, generator, config.snr_gamma,
+                                  config.offset_noise)
+            losses.append(loss.detach())
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                grad_norm = accelerator.clip_grad_norm_(run.parameters, config.max_grad_norm)
+                # The one host-device synchronisation of a step: NaN/Inf in any loss or gradient (on any
+                # process) skips the update, so NaN never reaches the weights.
+                finite = all_finite(accelerator, torch.stack([*losses, grad_norm.float()]))
+                if finite:
+                    run.optimizer.step()
+                    run.lr_schedule.step()
+                run.optimizer.zero_grad(set_to_none=True)
+
+    run.bad_in_a_row = 0 if finite else run.bad_in_a_row + 1
+    run.skipped += not finite
+    if run.bad_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
+        raise FloatingPointError(f"loss or gradients were NaN/Inf for {run.bad_in_a_row} steps in a row at step "
+                                 f"{run.step}; lower --learning-rate or check the data")
+    if finite:
+        run.ema.step(run.parameters)
+    run.step += 1
+    run.images_seen += run.images_per_step
+    loss = torch.stack(losses).mean()
+    if finite and accelerator.num_processes > 1:  # the whole global batch's loss, as one process would log it
+        loss = accelerator.reduce(loss, reduction="mean")
+    run.log.step(run.step, loss if finite else None, run.lr_schedule.get_last_lr()[0],
+                 grad_norm if finite else None)
+
+
+def all_finite(accelerator: Accelerator, value: torch.Tensor) -> bool:
+    """Whether ``value`` is finite on every process, so that all processes skip a bad step together."""
+    bad = (~torch.isfinite(value.detach().float())).any().float().reshape(1)
+    return not (accelerator.reduce(bad, reduction="max") if accelerator.num_processes > 1 else bad).item()

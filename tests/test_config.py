@@ -1,0 +1,91 @@
+"""Options: one place for defaults and allowed values, one-line errors, model presets, the flip default."""
+
+import json
+
+import pytest
+import torch
+from test_cli import noiseunet
+from test_training import tiny_config
+
+from noiseunet import NoiseUNet
+from noiseunet.cli import main as cli_main  # noqa: F401  (the CLI module imports cleanly)
+from noiseunet.pipeline import SAMPLING
+from noiseunet.segmentation.train import SegmentationConfig
+from noiseunet.training import TrainConfig, train
+from noiseunet.training.config import MODEL_PRESETS
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("prediction_type", "x0", "prediction_type (--prediction-type) must be one of 'epsilon', 'v_prediction'; got 'x0'"),
+    ("mixed_precision", "fp8", "mixed_precision (--mixed-precision) must be one of"),
+    ("model", "huge", "model (--model) must be one of 'tiny', 'small', 'base', 'sd15'; got 'huge'"),
+    ("report_to", "mlflow", "report_to (--report-to) must be one of"),
+    ("batch_size", 0, "batch_size (--batch-size) must be >= 1; got 0"),
+    ("caption_dropout", 1.5, "caption_dropout (--caption-dropout) must be in [0, 1]; got 1.5"),
+])
+def test_a_wrong_option_is_a_one_line_error_when_the_config_is_built(option, value, message):
+    with pytest.raises(ValueError) as error:
+        TrainConfig(**{option: value})
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_segmentation_options_are_checked_too():
+    with pytest.raises(ValueError, match="loss \\(--loss\\) must be one of 'ce', 'dice', 'iou', 'ce\\+dice'; got 'bce'"):
+        SegmentationConfig(loss="bce")
+
+
+def test_the_command_line_says_it_in_one_line(tmp_path):
+    result = noiseunet("train", "--output", str(tmp_path), "--batch-size", "0", check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip() == "noiseunet train: error: batch_size (--batch-size) must be >= 1; got 0"
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_flip_is_off_unless_asked_for():
+    from noiseunet.cli import add_train_arguments, train_config
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    assert TrainConfig().flip is False and train_config(parser.parse_args([])).flip is False
+    assert train_config(parser.parse_args(["--random-flip"])).flip is True
+
+
+def test_sampling_defaults_live_in_one_place():
+    from noiseunet.cli import add_sampling_arguments
+    from noiseunet.evaluation.evaluate import evaluate
+    import argparse
+    import inspect
+
+    parser = argparse.ArgumentParser()
+    add_sampling_arguments(parser)
+    args = parser.parse_args([])
+    assert (args.scheduler, args.steps, args.guidance_scale, args.seed) == (
+        SAMPLING.scheduler, SAMPLING.steps, SAMPLING.guidance_scale, SAMPLING.seed)
+    defaults = {k: p.default for k, p in inspect.signature(evaluate).parameters.items()}
+    assert (defaults["scheduler"], defaults["steps"], defaults["guidance_scale"], defaults["seed"]) == (
+        SAMPLING.scheduler, SAMPLING.steps, SAMPLING.guidance_scale, SAMPLING.seed)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "base"])
+def test_presets_build_and_train_a_step(tmp_path, preset):
+    output = train(tiny_config(tmp_path / preset, model=preset, unet={}, max_steps=1, batch_size=2))
+    unet_config = json.loads((output / "unet" / "config.json").read_text())
+    assert list(unet_config["block_out_channels"]) == list(MODEL_PRESETS[preset].unet["block_out_channels"])
+    text_config = json.loads((output / "text_encoder" / "config.json").read_text())
+    assert text_config["hidden_size"] == MODEL_PRESETS[preset].text_hidden_size == unet_config["cross_attention_dim"]
+    assert text_config["num_hidden_layers"] == MODEL_PRESETS[preset].text_layers
+    assert json.loads((output / "train_summary.json").read_text())["steps"] == 1
+
+
+def test_the_sd15_preset_is_stable_diffusion_1_5s_unet():
+    """Built on the meta device (no memory): diffusers' UNet with SD 1.5's config has the same 859.5M weights."""
+    from diffusers import UNet2DConditionModel
+
+    preset = MODEL_PRESETS["sd15"]
+    config = dict(**preset.unet, sample_size=64, in_channels=4, out_channels=4, cross_attention_dim=768)
+    with torch.device("meta"):
+        ours, theirs = NoiseUNet(**config), UNet2DConditionModel(**config)
+    shapes = lambda model: {k: tuple(v.shape) for k, v in model.state_dict().items()}  # noqa: E731
+    assert shapes(ours) == shapes(theirs)
+    assert sum(p.numel() for p in ours.parameters()) == 859_520_964
