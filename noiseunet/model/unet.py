@@ -257,6 +257,16 @@ class NoiseUNet(
             self.check_attention_kwargs(cross_attention_kwargs)
         return Conditioning(context, self_bias, cross_bias, cross_attention_kwargs or None)
 
+    def enable_freeu(self, s1: float, s2: float, b1: float, b2: float) -> None:
+        """FreeU (see UpBlock): skips of the two deepest decoder levels damped by s1, s2, their backbone
+        channels amplified by b1, b2. As in diffusers, a zero factor leaves FreeU off."""
+        for block in self.up_blocks:
+            block.freeu = dict(s1=s1, s2=s2, b1=b1, b2=b2) if all((s1, s2, b1, b2)) else None
+
+    def disable_freeu(self) -> None:
+        for block in self.up_blocks:
+            block.freeu = None
+
     @staticmethod
     def _timesteps_for_batch(timestep: torch.Tensor | float | int, sample: torch.Tensor) -> torch.Tensor:
         """int, float, 0-d or (B,) timestep -> (B,) tensor on the sample's device."""
