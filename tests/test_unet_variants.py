@@ -270,6 +270,11 @@ def test_asymmetric_transformer_depth_and_per_level_cross_attention_dim():
     assert_same(reference, model, sample, t, text, added_cond_kwargs=sdxl_added())
     with pytest.raises(ValueError, match="reverse_transformer_layers_per_block"):
         NoiseUNet(**{**config, "reverse_transformer_layers_per_block": None})
+    # diffusers' own suite: lists longer than a level's blocks, read up to its length
+    longer = dict(TINY, layers_per_block=1, transformer_layers_per_block=[[3, 2], 1],
+                  reverse_transformer_layers_per_block=[[3, 4], 1])
+    reference, model = pair(longer)
+    assert_same(reference, model, *inputs(longer), grads=False)
 
 
 def test_full_sdxl_base_config_maps_every_weight():

@@ -40,11 +40,11 @@ def per_level(value: PerLevel, levels: int, name: str) -> list:
 
 
 def per_block(value: int | Sequence[int], blocks: int, name: str) -> list[int]:
-    """One value per residual block of a level."""
+    """One value per residual block of a level (diffusers reads the first ``blocks`` of a longer list)."""
     values = list(value) if isinstance(value, (list, tuple)) else [value] * blocks
-    if len(values) != blocks:
+    if len(values) < blocks:
         raise ValueError(f"{name}: a level with {blocks} blocks got {len(values)} values {values}")
-    return values
+    return values[:blocks]
 
 
 def attending_levels(down_block_types: Sequence[str], up_block_types: Sequence[str], levels: int) -> list[bool]:
