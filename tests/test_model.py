@@ -95,9 +95,19 @@ def test_loads_a_diffusers_unet_folder(tmp_path):
 
 def test_refuses_unet_variants_it_does_not_implement():
     torch.manual_seed(0)
-    reference = UNet2DConditionModel(**SD1_TINY, class_embed_type="timestep")
-    with pytest.raises(ValueError, match="class_embed_type"):
+    reference = UNet2DConditionModel(**SD1_TINY, dual_cross_attention=True)
+    with pytest.raises(ValueError, match="dual_cross_attention"):
         NoiseUNet.from_diffusers(reference)
+    for key, value in [("attention_type", "gated"), ("mid_block_type", "UNetMidBlock2DSimpleCrossAttn"),
+                       ("resnet_time_scale_shift", "scale_shift"), ("encoder_hid_dim_type", "text_proj")]:
+        with pytest.raises(ValueError, match=f"^NoiseUNet does not build {key}="):
+            NoiseUNet.from_config({**SD1_TINY, key: value})
+    with pytest.raises(TypeError, match="dual_cross_attention"):
+        NoiseUNet(**SD1_TINY, dual_cross_attention=True)
+    with pytest.raises(ValueError, match="class_embed_type"):
+        NoiseUNet(**SD1_TINY, class_embed_type="fourier")
+    with pytest.raises(ValueError, match="addition_embed_type"):
+        NoiseUNet(**SD1_TINY, addition_embed_type="text_image")
     with pytest.raises(ValueError, match="mirror"):
         NoiseUNet(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))

@@ -3,23 +3,21 @@
 NoiseUNet stores its weights under diffusers' names and reads diffusers' config keys, so converting is
 building the other class from the same config and loading the state dict strictly: every parameter
 must map and none may be left over. What needs care is refusing the configs of UNet variants this
-architecture does not implement (SDXL's added embeddings, class conditioning, ...) instead of quietly
-building a different network.
+architecture does not implement (GLIGEN, dual cross-attention, ...) instead of quietly building a
+different network, and building a diffusers config with diffusers' defaults, not NoiseUNet's.
 """
 
+import inspect
 from typing import Any, Mapping
 
 import torch
 from diffusers import UNet2DConditionModel
 
-# diffusers config keys that change the architecture, with the value the SD 1.x/2.x family uses.
-SD_FAMILY_SETTINGS: dict[str, Any] = {
+# diffusers config keys of UNet variants NoiseUNet does not build, with the only value it accepts (the
+# Stable Diffusion 1.x/2.x/XL value). NoiseUNet records them in its config, so pipelines and
+# ControlNetModel.from_unet read what the network is, and refuses configs that set anything else.
+FIXED_DIFFUSERS_SETTINGS: dict[str, Any] = {
     "center_input_sample": False,
-    "class_embed_type": None,
-    "num_class_embeds": None,
-    "addition_embed_type": None,
-    "addition_time_embed_dim": None,
-    "projection_class_embeddings_input_dim": None,
     "encoder_hid_dim": None,
     "encoder_hid_dim_type": None,
     "num_attention_heads": None,
@@ -27,7 +25,6 @@ SD_FAMILY_SETTINGS: dict[str, Any] = {
     "time_embedding_dim": None,
     "time_embedding_act_fn": None,
     "timestep_post_act": None,
-    "time_cond_proj_dim": None,
     "resnet_time_scale_shift": "default",
     "resnet_skip_time_act": False,
     "resnet_out_scale_factor": 1.0,
@@ -36,43 +33,55 @@ SD_FAMILY_SETTINGS: dict[str, Any] = {
     "mid_block_only_cross_attention": None,
     "downsample_padding": 1,
     "act_fn": "silu",
-    "only_cross_attention": False,
     "dual_cross_attention": False,
     "cross_attention_norm": None,
     "attention_type": "default",
-    "class_embeddings_concat": False,
     "conv_in_kernel": 3,
     "conv_out_kernel": 3,
-    "reverse_transformer_layers_per_block": None,
+    "addition_embed_type_num_heads": 64,
 }
+# Values that mean the same as the one above.
+EQUIVALENT = {("mid_block_only_cross_attention", False)}
 
 
 def check_supported_config(config: Mapping[str, Any]) -> None:
-    """Raise a ValueError naming the first config key whose value NoiseUNet cannot build."""
-    for key, expected in SD_FAMILY_SETTINGS.items():
+    """Raise a one-line ValueError naming the first config key whose value NoiseUNet cannot build."""
+    for key, expected in FIXED_DIFFUSERS_SETTINGS.items():
         value = config.get(key, expected)
-        values = value if isinstance(value, (list, tuple)) else [value]
-        if any(v != expected for v in values):
-            raise ValueError(
-                f"NoiseUNet implements the Stable Diffusion 1.x/2.x UNet; config {key}={value!r} is not supported "
-                f"(expected {expected!r})"
-            )
-    for key in ("layers_per_block", "cross_attention_dim"):
-        value = config.get(key)
-        if isinstance(value, (list, tuple)) and len(set(value)) > 1:
-            raise ValueError(f"NoiseUNet needs one {key} for all levels, got {value!r}")
+        if value != expected and (key, value) not in EQUIVALENT:
+            raise ValueError(f"NoiseUNet does not build {key}={value!r} (it builds {key}={expected!r})")
 
 
-def _single(value: Any) -> Any:
-    """diffusers allows per-level lists where every SD config has one value; take that value."""
-    return value[0] if isinstance(value, (list, tuple)) else value
+def diffusers_defaults() -> dict[str, Any]:
+    """UNet2DConditionModel's own defaults, which a config records in ``_use_default_values``."""
+    parameters = inspect.signature(UNet2DConditionModel.__init__).parameters
+    return {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def prepare_config(config: Mapping[str, Any], init_keys: set[str]) -> dict[str, Any]:
+    """A config dict NoiseUNet.from_config builds the right network from.
+
+    Refuses the variants NoiseUNet does not build. A diffusers UNet config (``_class_name``
+    UNet2DConditionModel, or no class name but diffusers-only keys) gets diffusers' defaults, not NoiseUNet's,
+    for the keys it leaves out or lists in ``_use_default_values``: those are what built the diffusers network.
+    """
+    check_supported_config(config)
+    config = dict(config)
+    source = config.get("_class_name")
+    if source is None and any(key in config for key in FIXED_DIFFUSERS_SETTINGS):
+        source = UNet2DConditionModel.__name__
+    if source == UNet2DConditionModel.__name__:
+        defaults = diffusers_defaults()
+        used_defaults = set(config.pop("_use_default_values", []))
+        for key in init_keys:
+            if key in defaults and (key not in config or key in used_defaults):
+                config[key] = defaults[key]
+        config["_use_default_values"] = sorted(used_defaults - init_keys)
+    return {key: value for key, value in config.items() if key not in FIXED_DIFFUSERS_SETTINGS}
 
 
 def noiseunet_from_diffusers(cls, unet: UNet2DConditionModel):
-    config = dict(unet.config)
-    for key in ("layers_per_block", "cross_attention_dim"):
-        config[key] = _single(config[key])
-    model = cls.from_config(config)
+    model = cls.from_config(unet.config)
     model.load_state_dict(unet.state_dict(), strict=True)
     return _like(model, unet)
 

@@ -12,130 +12,37 @@ are, and LoRA adapters target the same ``to_q``/``to_k``/``to_v``/``to_out.0`` l
 """
 
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.loaders import PeftAdapterMixin
+from diffusers.loaders import PeftAdapterMixin, UNet2DConditionLoadersMixin
+from diffusers.models.attention import AttentionMixin
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from diffusers.utils.peft_utils import apply_lora_scale
 from torch import nn
 
-from .attention import SpatialTransformer
-from .embeddings import TimestepEmbedding, sinusoidal_embedding
-from .resnet import Downsample, ResnetBlock, Upsample
-
-# diffusers' block names, read from configs only to know which levels attend to the text.
-ATTENTION_DOWN, PLAIN_DOWN = "CrossAttnDownBlock2D", "DownBlock2D"
-ATTENTION_UP, PLAIN_UP = "CrossAttnUpBlock2D", "UpBlock2D"
-
-ResnetFactory = Callable[[int, int], ResnetBlock]
-AttentionFactory = Callable[[int, int, int], SpatialTransformer]
-
-
-class DownBlock(nn.Module):
-    """One encoder level: residual blocks (each followed by a SpatialTransformer when the level attends),
-    then a stride-2 downsampling. Every intermediate output is returned as a skip connection."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        num_layers: int,
-        make_resnet: ResnetFactory,
-        make_attention: AttentionFactory | None,
-        heads: int,
-        transformer_layers: int,
-        downsample: bool,
-    ):
-        super().__init__()
-        self.resnets = nn.ModuleList(
-            make_resnet(in_channels if i == 0 else out_channels, out_channels) for i in range(num_layers)
-        )
-        self.attentions = None
-        if make_attention is not None:
-            self.attentions = nn.ModuleList(
-                make_attention(out_channels, heads, transformer_layers) for _ in range(num_layers)
-            )
-        self.downsamplers = nn.ModuleList([Downsample(out_channels)]) if downsample else None
-
-    def forward(self, x, emb, context, self_bias, cross_bias) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        skips = []
-        for i, resnet in enumerate(self.resnets):
-            x = resnet(x, emb)
-            if self.attentions is not None:
-                x = self.attentions[i](x, context, self_bias, cross_bias)
-            skips.append(x)
-        if self.downsamplers is not None:
-            x = self.downsamplers[0](x)
-            skips.append(x)
-        return x, skips
+from .added_conditions import ADDITION_EMBED_TYPES, TextTimeEmbedding, take_added_conditions
+from .attention import Conditioning, SpatialTransformer
+from .attention_processors import AttentionProcessorsMixin
+from .blocks import AttentionFactory, DownBlock, MidBlock, UpBlock  # noqa: F401 (DownBlock, UpBlock: re-exported)
+from .class_embedding import build_class_embedding, embed_class_labels
+from .config import ATTENTION_DOWN, ATTENTION_UP, PLAIN_DOWN, PLAIN_UP, Level, level_settings
+from .embeddings import SinusoidalEmbedding, TimestepEmbedding
+from .levels import build_levels
+from .residuals import SideResiduals
+from .resnet import ResnetBlock
 
 
-class MidBlock(nn.Module):
-    """The bottleneck at the lowest resolution: residual block, SpatialTransformer, residual block."""
-
-    def __init__(self, channels: int, make_resnet: ResnetFactory, make_attention: AttentionFactory, heads: int, transformer_layers: int):
-        super().__init__()
-        self.resnets = nn.ModuleList([make_resnet(channels, channels), make_resnet(channels, channels)])
-        self.attentions = nn.ModuleList([make_attention(channels, heads, transformer_layers)])
-
-    def forward(self, x, emb, context, self_bias, cross_bias) -> torch.Tensor:
-        x = self.resnets[0](x, emb)
-        x = self.attentions[0](x, context, self_bias, cross_bias)
-        return self.resnets[1](x, emb)
-
-
-class UpBlock(nn.Module):
-    """One decoder level: each residual block first concatenates the matching encoder skip (the UNet's
-    defining connection, Ronneberger et al. 2015), then nearest upsampling + conv to the next skip's size."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        skip_channels: list[int],
-        make_resnet: ResnetFactory,
-        make_attention: AttentionFactory | None,
-        heads: int,
-        transformer_layers: int,
-        upsample: bool,
-        make_upsample: Callable[[int], nn.Module] = Upsample,
-    ):
-        super().__init__()
-        channels = [in_channels] + [out_channels] * (len(skip_channels) - 1)
-        self.resnets = nn.ModuleList(make_resnet(c + s, out_channels) for c, s in zip(channels, skip_channels))
-        self.attentions = None
-        if make_attention is not None:
-            self.attentions = nn.ModuleList(
-                make_attention(out_channels, heads, transformer_layers) for _ in skip_channels
-            )
-        self.upsamplers = nn.ModuleList([make_upsample(out_channels)]) if upsample else None
-
-    def forward(self, x, emb, skips: list[torch.Tensor], context, self_bias, cross_bias, size=None) -> torch.Tensor:
-        """``skips`` are consumed from the end (deepest first); ``size`` is where to upsample to."""
-        for i, (resnet, skip) in enumerate(zip(self.resnets, reversed(skips))):
-            x = resnet(torch.cat([x, skip], dim=1), emb)
-            if self.attentions is not None:
-                x = self.attentions[i](x, context, self_bias, cross_bias)
-        if self.upsamplers is not None:
-            x = self.upsamplers[0](x, size)
-        return x
-
-
-def _per_level(value: int | tuple[int, ...] | list[int], levels: int, name: str) -> list[int]:
-    values = [value] * levels if isinstance(value, int) else list(value)
-    if len(values) != levels:
-        raise ValueError(f"{name} has {len(values)} entries but block_out_channels has {levels} levels")
-    return values
-
-
-class NoiseUNet(ModelMixin, ConfigMixin, PeftAdapterMixin):
+class NoiseUNet(
+    ModelMixin, AttentionProcessorsMixin, AttentionMixin, ConfigMixin, UNet2DConditionLoadersMixin, PeftAdapterMixin
+):
     """Predicts the noise in x_t given the timestep t and text features; a drop-in ``UNet2DConditionModel``.
 
     The config uses diffusers' names, so ``NoiseUNet.from_config(sd_unet.config)`` builds the same network
-    and ``NoiseUNet.from_pretrained(sd_repo, subfolder="unet")`` loads Stable Diffusion 1.x/2.x weights.
+    and ``NoiseUNet.from_pretrained(sd_repo, subfolder="unet")`` loads Stable Diffusion 1.x/2.x/XL weights.
+    Keys a setting may give per level accept one value or a tuple with one per level.
 
     Args:
         sample_size: nominal height/width of x_t (pipelines read it); any size works at run time.
@@ -144,17 +51,27 @@ class NoiseUNet(ModelMixin, ConfigMixin, PeftAdapterMixin):
         down_block_types: per level, "CrossAttnDownBlock2D" (attends to the text) or "DownBlock2D" (does not).
         up_block_types: the mirror image, "CrossAttnUpBlock2D" / "UpBlock2D", bottom to top.
         layers_per_block: residual blocks per encoder level (the decoder has one more, for the extra skip).
-        attention_head_dim: number of attention heads per level. The name is diffusers' (historically
+        attention_head_dim: number of attention heads (per level). The name is diffusers' (historically
             misnamed there too); SD 1.x uses 8, SD 2.x (5, 10, 20, 20).
-        transformer_layers_per_block: transformer layers inside each SpatialTransformer, per level.
-        cross_attention_dim: width of the text features (CLIP's hidden size: 768 in SD 1.x, 1024 in 2.x).
+        transformer_layers_per_block: transformer layers inside each SpatialTransformer (per level, or per
+            residual block of a level); reverse_transformer_layers_per_block: the decoder's, bottom to top,
+            when it differs from the mirror of the encoder's.
+        cross_attention_dim: width of the text features (per level): 768 in SD 1.x, 1024 in 2.x, 2048 in XL.
+        only_cross_attention: (per level) the first attention of each transformer layer reads the text too.
         use_linear_projection: linear proj_in/proj_out (SD 2.x) instead of 1x1 convolutions (SD 1.x).
         norm_num_groups, norm_eps: GroupNorm of the residual blocks and the output.
         flip_sin_to_cos, freq_shift: layout of the sinusoidal timestep features.
         dropout: dropout inside residual blocks and attention.
-        upcast_attention: kept for SD 2.1 configs; attention is computed by PyTorch's SDPA, whose softmax
-            already accumulates in float32.
-        time_cond_proj_dim: always None (no LCM-style timestep conditioning); pipelines read it.
+        upcast_attention: SD 2.1's flag, passed to diffusers' attention processors; NoiseUNet's own
+            processor computes attention with PyTorch's SDPA, whose softmax already accumulates in float32.
+        time_cond_proj_dim: width of LCM's ``timestep_cond`` (the guidance-scale embedding), or None.
+        class_embed_type, num_class_embeds, projection_class_embeddings_input_dim, class_embeddings_concat:
+            class conditioning (``class_labels``), see class_embedding.py.
+        addition_embed_type, addition_time_embed_dim: SDXL's "text_time" conditions (``added_cond_kwargs``),
+            see added_conditions.py; projection_class_embeddings_input_dim is then their total width.
+
+    diffusers config keys for variants NoiseUNet does not build are not arguments: ``from_config`` refuses
+    a config that sets them (diffusers_compat.py), and the config records the values this network has.
     """
 
     _supports_gradient_checkpointing = True
@@ -169,89 +86,90 @@ class NoiseUNet(ModelMixin, ConfigMixin, PeftAdapterMixin):
         block_out_channels: tuple[int, ...] = (64, 128, 256),
         down_block_types: tuple[str, ...] = (PLAIN_DOWN, ATTENTION_DOWN, ATTENTION_DOWN),
         up_block_types: tuple[str, ...] = (ATTENTION_UP, ATTENTION_UP, PLAIN_UP),
-        layers_per_block: int = 1,
+        layers_per_block: int | tuple[int, ...] = 1,
         attention_head_dim: int | tuple[int, ...] = 4,
-        transformer_layers_per_block: int | tuple[int, ...] = 1,
-        cross_attention_dim: int = 256,
+        transformer_layers_per_block: int | tuple = 1,
+        reverse_transformer_layers_per_block: tuple | None = None,
+        cross_attention_dim: int | tuple[int, ...] = 256,
+        only_cross_attention: bool | tuple[bool, ...] = False,
         use_linear_projection: bool = False,
         norm_num_groups: int = 32,
         norm_eps: float = 1e-5,
         flip_sin_to_cos: bool = True,
         freq_shift: int = 0,
         dropout: float = 0.0,
-        upcast_attention: bool = False,
+        upcast_attention: bool | None = False,
         time_cond_proj_dim: int | None = None,
+        class_embed_type: str | None = None,
+        num_class_embeds: int | None = None,
+        projection_class_embeddings_input_dim: int | None = None,
+        class_embeddings_concat: bool = False,
+        addition_embed_type: str | None = None,
+        addition_time_embed_dim: int | None = None,
     ):
         super().__init__()
-        levels = len(block_out_channels)
-        attends = self._attending_levels(down_block_types, up_block_types, levels)
-        heads = _per_level(attention_head_dim, levels, "attention_head_dim")
-        transformer_layers = _per_level(transformer_layers_per_block, levels, "transformer_layers_per_block")
-        if time_cond_proj_dim is not None:
-            raise ValueError("time_cond_proj_dim is not supported by NoiseUNet (leave it None)")
-        for width, n_heads in zip(block_out_channels, heads):
-            if width % norm_num_groups or width % n_heads:
-                raise ValueError(f"block width {width} must be divisible by norm_num_groups={norm_num_groups} "
-                                 f"and by its number of heads {n_heads}")
-
-        time_dim = block_out_channels[0] * 4
-        make_resnet = partial(ResnetBlock, time_dim=time_dim, groups=norm_num_groups, eps=norm_eps, dropout=dropout)
-        make_attention = partial(
-            SpatialTransformer, context_dim=cross_attention_dim, groups=norm_num_groups,
-            use_linear_projection=use_linear_projection, dropout=dropout,
+        levels = level_settings(
+            block_out_channels=block_out_channels, down_block_types=down_block_types, up_block_types=up_block_types,
+            layers_per_block=layers_per_block, attention_head_dim=attention_head_dim,
+            cross_attention_dim=cross_attention_dim, only_cross_attention=only_cross_attention,
+            transformer_layers_per_block=transformer_layers_per_block,
+            reverse_transformer_layers_per_block=reverse_transformer_layers_per_block, norm_num_groups=norm_num_groups,
         )
+        if addition_embed_type not in ADDITION_EMBED_TYPES:
+            raise ValueError(f"addition_embed_type={addition_embed_type!r} is not supported; use one of {ADDITION_EMBED_TYPES}")
 
-        # Timestep embedding.
-        self.time_embedding = TimestepEmbedding(block_out_channels[0], time_dim)
+        time_channels, time_dim = block_out_channels[0], block_out_channels[0] * 4
+        make_resnet = partial(ResnetBlock, time_dim=time_dim * 2 if class_embeddings_concat else time_dim,
+                              groups=norm_num_groups, eps=norm_eps, dropout=dropout)
+        make_attention = partial(SpatialTransformer, groups=norm_num_groups, use_linear_projection=use_linear_projection,
+                                 dropout=dropout, upcast_attention=bool(upcast_attention))
 
-        # Encoder; skip_channels records the width of every tensor the decoder will concatenate.
-        self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], 3, padding=1)
-        skip_channels = [block_out_channels[0]]
-        self.down_blocks = nn.ModuleList()
-        channels = block_out_channels[0]
-        for level, width in enumerate(block_out_channels):
-            last = level == levels - 1
-            self.down_blocks.append(DownBlock(
-                channels, width, layers_per_block, make_resnet, make_attention if attends[level] else None,
-                heads[level], transformer_layers[level], downsample=not last,
-            ))
-            skip_channels += [width] * (layers_per_block + (0 if last else 1))
-            channels = width
+        # Timestep embedding, and the conditions added to it: class labels, SDXL's text_time.
+        self.time_proj = SinusoidalEmbedding(time_channels, flip_sin_to_cos, freq_shift)
+        self.time_embedding = TimestepEmbedding(time_channels, time_dim, cond_dim=time_cond_proj_dim)
+        self.class_embedding = build_class_embedding(
+            class_embed_type=class_embed_type, num_class_embeds=num_class_embeds,
+            projection_input_dim=projection_class_embeddings_input_dim, time_channels=time_channels,
+            time_dim=time_dim, flip_sin_to_cos=flip_sin_to_cos, freq_shift=freq_shift,
+        )
+        self.add_time_proj = self.add_embedding = None
+        if addition_embed_type == "text_time":
+            self.add_time_proj = SinusoidalEmbedding(addition_time_embed_dim, flip_sin_to_cos, freq_shift)
+            self.add_embedding = TextTimeEmbedding(projection_class_embeddings_input_dim, time_dim)
+        self.encoder_hid_proj = None  # an IP-Adapter's image projection, installed by load_ip_adapter
 
-        # Middle.
-        self.mid_block = MidBlock(channels, make_resnet, make_attention, heads[-1], transformer_layers[-1])
-
-        # Decoder, mirrored: level i of the decoder meets encoder level L-1-i through its skips.
-        self.up_blocks = nn.ModuleList()
-        for level, width in enumerate(reversed(block_out_channels)):
-            mirror = levels - 1 - level
-            skips = [skip_channels.pop() for _ in range(layers_per_block + 1)]
-            self.up_blocks.append(UpBlock(
-                channels, width, skips, make_resnet, make_attention if attends[mirror] else None,
-                heads[mirror], transformer_layers[mirror], upsample=level < levels - 1,
-            ))
-            channels = width
+        # Encoder and decoder with their skips, and the middle.
+        self.conv_in = nn.Conv2d(in_channels, time_channels, 3, padding=1)
+        self.down_blocks, self.up_blocks = build_levels(
+            in_channels=time_channels, widths=block_out_channels, layers=[level.layers for level in levels],
+            make_resnet=make_resnet,
+            down_attention=[self._attention(make_attention, level, level.down_transformer_layers) for level in levels],
+            up_attention=[self._attention(make_attention, level, level.up_transformer_layers) for level in levels[::-1]],
+        )
+        bottom = levels[-1]
+        middle = Level(**{**vars(bottom), "attends": True, "only_cross_attention": False})
+        self.mid_block = MidBlock(channels=bottom.width, make_resnet=make_resnet,
+                                  make_attention=self._attention(make_attention, middle, bottom.down_transformer_layers))
 
         # Output.
-        self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
+        self.conv_norm_out = nn.GroupNorm(norm_num_groups, time_channels, eps=norm_eps)
         self.conv_act = nn.SiLU()
-        self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(time_channels, out_channels, 3, padding=1)
         self.gradient_checkpointing = False
 
+        # What this network is in diffusers' terms, for pipelines and ControlNetModel.from_unet to read.
+        from .diffusers_compat import FIXED_DIFFUSERS_SETTINGS
+
+        self.register_to_config(_class_name=type(self).__name__, **FIXED_DIFFUSERS_SETTINGS)
+
     @staticmethod
-    def _attending_levels(down_block_types, up_block_types, levels: int) -> list[bool]:
-        down_names, up_names = {ATTENTION_DOWN: True, PLAIN_DOWN: False}, {ATTENTION_UP: True, PLAIN_UP: False}
-        for name in down_block_types:
-            if name not in down_names:
-                raise ValueError(f"down_block_types: unsupported block {name!r}; use {ATTENTION_DOWN!r} or {PLAIN_DOWN!r}")
-        for name in up_block_types:
-            if name not in up_names:
-                raise ValueError(f"up_block_types: unsupported block {name!r}; use {ATTENTION_UP!r} or {PLAIN_UP!r}")
-        attends = [down_names[name] for name in down_block_types]
-        if len(attends) != levels or [up_names[name] for name in up_block_types] != attends[::-1]:
-            raise ValueError(f"down_block_types/up_block_types must name {levels} levels and mirror each other, "
-                             f"got {list(down_block_types)} / {list(up_block_types)}")
-        return attends
+    def _attention(make_attention, level: Level, transformer_layers: list[int]) -> AttentionFactory | None:
+        """The level's SpatialTransformer factory: (channels, block index) -> SpatialTransformer."""
+        if not level.attends:
+            return None
+        return lambda channels, i: make_attention(
+            channels, level.heads, transformer_layers[i], level.context_dim, only_cross_attention=level.only_cross_attention
+        )
 
     @apply_lora_scale("cross_attention_kwargs")
     def forward(
@@ -264,52 +182,90 @@ class NoiseUNet(ModelMixin, ConfigMixin, PeftAdapterMixin):
         attention_mask: torch.Tensor | None = None,
         cross_attention_kwargs: dict[str, Any] | None = None,
         added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+        down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None,
+        mid_block_additional_residual: torch.Tensor | None = None,
+        down_intrablock_additional_residuals: tuple[torch.Tensor, ...] | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         return_dict: bool = True,
     ) -> UNet2DConditionOutput | tuple[torch.Tensor]:
         """Predict the noise (or v) in ``sample`` (B, C, H, W) at ``timestep`` given ``encoder_hidden_states``
-        (B, tokens, cross_attention_dim), with diffusers' signature and output.
+        (B, tokens, cross_attention_dim), with diffusers' signature, numerics and output.
 
         ``encoder_attention_mask`` (B, tokens), 1 = keep, hides padded text tokens from cross-attention;
         ``attention_mask`` (B, H*W) does the same for self-attention keys. ``encoder_hidden_states=None``
-        runs the model unconditionally (no cross-attention term). ``class_labels``, ``timestep_cond`` and
-        ``added_cond_kwargs`` belong to model variants NoiseUNet does not implement and are ignored, as
-        diffusers ignores them when the config has no such embedding.
+        runs the model unconditionally (no cross-attention term). ``class_labels`` (class_embedding.py),
+        ``timestep_cond`` (LCM), ``added_cond_kwargs`` (added_conditions.py) and the ControlNet/T2I-Adapter
+        residuals (residuals.py) are used as diffusers uses them; one the model has no place for raises.
         """
-        # Timestep -> (B, time_dim) embedding.
-        timesteps = self._timesteps_for_batch(timestep, sample)
-        features = sinusoidal_embedding(
-            timesteps, self.config.block_out_channels[0], self.config.flip_sin_to_cos, self.config.freq_shift
-        )
-        emb = self.time_embedding(features.to(sample.dtype))
-
-        # Masks (1 = keep) -> additive attention biases, as diffusers does.
-        self_bias = None if attention_mask is None else ((1 - attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
-        cross_bias = None
-        if encoder_attention_mask is not None:
-            cross_bias = ((1 - encoder_attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
-        context = encoder_hidden_states
+        added = take_added_conditions(added_cond_kwargs, text_time=self.add_embedding is not None,
+                                      image=self.encoder_hid_proj is not None)
+        emb = self._embed(sample, timestep, class_labels, timestep_cond, added)
+        cond = self._conditioning(sample, encoder_hidden_states, added, attention_mask, encoder_attention_mask,
+                                  cross_attention_kwargs)
+        residuals = SideResiduals(down_block_additional_residuals, mid_block_additional_residual,
+                                  down_intrablock_additional_residuals)
 
         # Encoder.
         x = self.conv_in(sample)
         skips = [x]
         for block in self.down_blocks:
-            x, block_skips = self._run(block, x, emb, context, self_bias, cross_bias)
+            x, block_skips = self._run(block, x, emb, cond, residuals.next_adapter_residual())
             skips += block_skips
+        skips = residuals.add_to_skips(skips)
 
         # Middle.
-        x = self._run(self.mid_block, x, emb, context, self_bias, cross_bias)
+        x = residuals.add_to_middle(self._run(self.mid_block, x, emb, cond))
 
         # Decoder with skip connections.
         for block in self.up_blocks:
             n = len(block.resnets)
             block_skips, skips = skips[-n:], skips[:-n]
             size = skips[-1].shape[-2:] if skips else None
-            x = self._run(block, x, emb, block_skips, context, self_bias, cross_bias, size)
+            x = self._run(block, x, emb, block_skips, cond, size)
 
         # Output.
         x = self.conv_out(self.conv_act(self.conv_norm_out(x)))
         return UNet2DConditionOutput(sample=x) if return_dict else (x,)
+
+    def _embed(self, sample, timestep, class_labels, timestep_cond, added: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The (B, time_dim) embedding every residual block reads: timestep, plus class and SDXL conditions."""
+        features = self.time_proj(self._timesteps_for_batch(timestep, sample)).to(sample.dtype)
+        emb = self.time_embedding(features, timestep_cond)
+        if self.class_embedding is not None:
+            class_emb = embed_class_labels(self.class_embedding, class_labels, sample.dtype)
+            emb = torch.cat([emb, class_emb], dim=-1) if self.config.class_embeddings_concat else emb + class_emb
+        elif class_labels is not None:
+            raise ValueError("class_labels were given but this model has no class embedding "
+                             "(num_class_embeds / class_embed_type)")
+        if self.add_embedding is not None:
+            time_features = self.add_time_proj(added["time_ids"].flatten())
+            emb = emb + self.add_embedding(added["text_embeds"], time_features, emb.dtype)
+        return emb
+
+    def _conditioning(self, sample, encoder_hidden_states, added, attention_mask, encoder_attention_mask,
+                      cross_attention_kwargs) -> Conditioning:
+        """What the attention layers read: text (and IP-Adapter image) tokens, masks as additive biases."""
+        context = encoder_hidden_states
+        if self.encoder_hid_proj is not None:
+            context = (context, self.encoder_hid_proj(added["image_embeds"]))
+        # Masks (1 = keep) -> additive attention biases, as diffusers does.
+        self_bias = None if attention_mask is None else ((1 - attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
+        cross_bias = None
+        if encoder_attention_mask is not None:
+            cross_bias = ((1 - encoder_attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
+        if cross_attention_kwargs:
+            self.check_attention_kwargs(cross_attention_kwargs)
+        return Conditioning(context, self_bias, cross_bias, cross_attention_kwargs or None)
+
+    def enable_freeu(self, s1: float, s2: float, b1: float, b2: float) -> None:
+        """FreeU (see UpBlock): skips of the two deepest decoder levels damped by s1, s2, their backbone
+        channels amplified by b1, b2. As in diffusers, a zero factor leaves FreeU off."""
+        for block in self.up_blocks:
+            block.freeu = dict(s1=s1, s2=s2, b1=b1, b2=b2) if all((s1, s2, b1, b2)) else None
+
+    def disable_freeu(self) -> None:
+        for block in self.up_blocks:
+            block.freeu = None
 
     @staticmethod
     def _timesteps_for_batch(timestep: torch.Tensor | float | int, sample: torch.Tensor) -> torch.Tensor:
@@ -327,15 +283,16 @@ class NoiseUNet(ModelMixin, ConfigMixin, PeftAdapterMixin):
 
     @classmethod
     def extract_init_dict(cls, config_dict, **kwargs):
-        """Refuse diffusers configs of UNet variants this class does not build (from_config, from_pretrained)."""
-        from .diffusers_compat import check_supported_config
+        """from_config, from_pretrained: refuse diffusers configs of variants this class does not build, and
+        fill what a diffusers config leaves to defaults with diffusers' defaults."""
+        from .diffusers_compat import prepare_config
 
-        check_supported_config(config_dict)
-        return super().extract_init_dict(config_dict, **kwargs)
+        init_keys = set(cls._get_init_keys(cls)) - {"self"}
+        return super().extract_init_dict(prepare_config(config_dict, init_keys), **kwargs)
 
     @classmethod
     def from_diffusers(cls, unet: nn.Module) -> "NoiseUNet":
-        """The same network with the same weights as a diffusers ``UNet2DConditionModel`` (SD 1.x/2.x family)."""
+        """The same network with the same weights as a diffusers ``UNet2DConditionModel``."""
         from .diffusers_compat import noiseunet_from_diffusers
 
         return noiseunet_from_diffusers(cls, unet)

@@ -1,7 +1,8 @@
 """SegmentationUNet: NoiseUNet's encoder, decoder and skip connections classifying every pixel.
 
 The UNet began as a segmentation network (Ronneberger et al. 2015). Here it is built from the very
-blocks of NoiseUNet (DownBlock, UpBlock, ResnetBlock), without timestep or text conditioning, ending
+blocks of NoiseUNet (DownBlock, UpBlock, ResnetBlock, assembled by the same ``build_levels``), without
+timestep or text conditioning, ending
 in a 1x1 convolution to C class logits. The original valid-convolution UNet returned a smaller map than
 its input; padded convolutions and upsampling to each skip's exact size keep H x W for any input size.
 """
@@ -13,8 +14,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from ..model.levels import build_levels
 from ..model.resnet import ResnetBlock, TransposedUpsample, Upsample
-from ..model.unet import DownBlock, UpBlock
 
 UPSAMPLING = {"nearest": Upsample, "transposed": TransposedUpsample}
 
@@ -45,39 +46,31 @@ class SegmentationUNet(ModelMixin, ConfigMixin):
         if upsampling not in UPSAMPLING:
             raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING)}, got {upsampling!r}")
         make_resnet = partial(ResnetBlock, time_dim=None, groups=norm_num_groups, dropout=dropout)
-        levels = len(block_out_channels)
+        top, bottom = block_out_channels[0], block_out_channels[-1]
 
-        self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], 3, padding=1)
-        skip_channels, channels = [block_out_channels[0]], block_out_channels[0]
-        self.down_blocks = nn.ModuleList()
-        for level, width in enumerate(block_out_channels):
-            last = level == levels - 1
-            self.down_blocks.append(DownBlock(channels, width, layers_per_block, make_resnet, None, 0, 0, downsample=not last))
-            skip_channels += [width] * (layers_per_block + (0 if last else 1))
-            channels = width
-        self.mid_block = nn.ModuleList([make_resnet(channels, channels), make_resnet(channels, channels)])
-        self.up_blocks = nn.ModuleList()
-        for level, width in enumerate(reversed(block_out_channels)):
-            skips = [skip_channels.pop() for _ in range(layers_per_block + 1)]
-            self.up_blocks.append(UpBlock(channels, width, skips, make_resnet, None, 0, 0, upsample=level < levels - 1,
-                                          make_upsample=UPSAMPLING[upsampling]))
-            channels = width
-        self.conv_norm_out = nn.GroupNorm(norm_num_groups, channels)
+        self.conv_in = nn.Conv2d(in_channels, top, 3, padding=1)
+        self.down_blocks, self.up_blocks = build_levels(
+            in_channels=top, widths=block_out_channels,
+            layers=[layers_per_block] * len(block_out_channels), make_resnet=make_resnet,
+            make_upsample=UPSAMPLING[upsampling],
+        )
+        self.mid_block = nn.ModuleList([make_resnet(bottom, bottom), make_resnet(bottom, bottom)])
+        self.conv_norm_out = nn.GroupNorm(norm_num_groups, top)
         self.conv_act = nn.SiLU()
-        self.conv_out = nn.Conv2d(channels, num_classes, 1)
+        self.conv_out = nn.Conv2d(top, num_classes, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(images)
         skips = [x]
         for block in self.down_blocks:
-            x, block_skips = block(x, None, None, None, None)
+            x, block_skips = block(x, None)
             skips += block_skips
         for resnet in self.mid_block:
             x = resnet(x, None)
         for block in self.up_blocks:
             n = len(block.resnets)
             block_skips, skips = skips[-n:], skips[:-n]
-            x = block(x, None, block_skips, None, None, None, skips[-1].shape[-2:] if skips else None)
+            x = block(x, None, block_skips, size=skips[-1].shape[-2:] if skips else None)
         return self.conv_out(self.conv_act(self.conv_norm_out(x)))
 
     @torch.no_grad()
