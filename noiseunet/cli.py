@@ -37,14 +37,23 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--streaming", action="store_true", help="stream the --data hub dataset instead of downloading it "
       "(a folder or glob of .tar shards always streams)")
     a("--shuffle-buffer", type=int, default=defaults.shuffle_buffer, help="examples shuffled together when streaming")
+    a("--pretrained", default=None, help="start from this pipeline: a noiseunet output folder, or a diffusers "
+      "Stable Diffusion folder or hub name (its UNet, text encoder, tokenizer, VAE and noise schedule)")
     a("--model", default=defaults.model, choices=choices(TrainConfig, "model"),
-      help="UNet and text-encoder sizes: " + "; ".join(f"{name}: {p.suits}" for name, p in MODEL_PRESETS.items()))
-    a("--text-encoder", default=None, help="CLIP text encoder name or folder (default: build the preset's)")
+      help="size of a new model (default: small): " + "; ".join(f"{name}: {p.suits}" for name, p in MODEL_PRESETS.items()))
+    a("--text-encoder", default=None, help="CLIP text encoder name or folder (default: --pretrained's, or build "
+      "the preset's)")
     a("--train-text-encoder", action=argparse.BooleanOptionalAction, default=None)
-    a("--vae", default=None, help="AutoencoderKL name or folder for latent diffusion (default: pixel space)")
+    a("--vae", default=None, help="AutoencoderKL name or folder for latent diffusion (default: --pretrained's, "
+      "or pixel space)")
     a("--allow-pickle", action="store_true", help="also load --text-encoder/--vae weights from pickle (.bin) files")
     a("--config", "--unet-config", dest="unet_config", default=None,
       help="JSON file or string of UNet config overrides of the preset (block_out_channels, ...)")
+    a("--lora-rank", type=int, default=None, help="train LoRA adapters of this rank (PEFT) instead of the whole "
+      "UNet; needs --pretrained; writes OUTPUT/pytorch_lora_weights.safetensors")
+    a("--lora-alpha", type=float, default=None, help="adapter scale numerator (scale = alpha / rank; default rank)")
+    a("--lora-targets", type=lambda text: text.split(","), default=None,
+      help="comma-separated UNet layers to adapt (default: to_q,to_k,to_v,to_out.0)")
     a("--beta-schedule", default=defaults.beta_schedule, choices=choices(TrainConfig, "beta_schedule"))
     a("--prediction-type", default=defaults.prediction_type, choices=choices(TrainConfig, "prediction_type"))
     a("--snr-gamma", type=float, default=defaults.snr_gamma, help="min-SNR-gamma weighting, e.g. 5 (default and 0: off)")
@@ -104,7 +113,8 @@ def run_sample(args: argparse.Namespace) -> None:
     from .grid import image_grid
     from .pipeline import generate, load_pipeline, use_scheduler
 
-    pipe = use_scheduler(load_pipeline(args.dir, args.allow_pickle, args.device), args.scheduler)
+    pipe = use_scheduler(load_pipeline(args.dir, args.allow_pickle, args.device, args.lora, args.lora_scale),
+                         args.scheduler)
     rows = generate(pipe, args.prompts, args.num_images, args.seed, args.batch_size, args.negative_prompt,
                     args.precision, num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
     print(f"grid: {save_image(image_grid(rows, args.prompts), args.out)}")
@@ -146,7 +156,8 @@ def run_main(args: argparse.Namespace) -> None:
     sampling = dict(scheduler=SAMPLING.scheduler, steps=SAMPLING.steps, guidance_scale=SAMPLING.guidance_scale,
                     seed=SAMPLING.seed, allow_pickle=False, device=None, precision="auto")
     run_sample(argparse.Namespace(dir=output, prompts=list(SAMPLE_PROMPTS), num_images=6, negative_prompt=None,
-                                  out=str(output / "samples.png"), out_dir=None, batch_size=64, **sampling))
+                                  out=str(output / "samples.png"), out_dir=None, batch_size=64, lora=None,
+                                  lora_scale=None, **sampling))
     run_evaluate(argparse.Namespace(dir=output, images_per_prompt=args.images_per_prompt, batch_size=128, **sampling))
 
 
@@ -221,6 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     sample_parser.add_argument("--negative-prompt", default=None)
     sample_parser.add_argument("--out", default="samples.png", help="the grid (a row per prompt)")
     sample_parser.add_argument("--out-dir", default=None, help="also save every image here")
+    sample_parser.add_argument("--lora", default=None, help="a LoRA file (or folder with pytorch_lora_weights."
+                               "safetensors) to apply, in diffusers' or kohya's format")
+    sample_parser.add_argument("--lora-scale", type=float, default=None, help="strength of --lora (default 1)")
     add_sampling_arguments(sample_parser)
     sample_parser.set_defaults(run=run_sample)
 

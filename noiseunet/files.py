@@ -72,6 +72,15 @@ def save_image(image: Image.Image, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def has_subfolder(name_or_path: str | os.PathLike, subfolder: str) -> bool:
+    """Whether a pipeline folder or hub repo holds ``subfolder/config.json`` (unet/, vae/, text_encoder/, ...)."""
+    if os.path.isdir(name_or_path):
+        return os.path.isfile(os.path.join(name_or_path, subfolder, "config.json"))
+    from huggingface_hub import file_exists
+
+    return file_exists(str(name_or_path), f"{subfolder}/config.json")
+
+
 def from_pretrained(cls, path: str | os.PathLike, allow_pickle: bool = False, **kwargs):
     """``cls.from_pretrained(path)`` from safetensors files only, with a one-line error naming ``path``
     when the folder holds only pickle weights. ``allow_pickle=True`` loads those too (diffusers and

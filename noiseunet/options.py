@@ -27,7 +27,7 @@ def check_choices(config: Any) -> None:
         choices = literal_choices(hints[field.name])
         value = getattr(config, field.name)
         if choices is not None and value not in choices:
-            listed = ", ".join(repr(c) for c in choices)
+            listed = ", ".join(repr(c) for c in choices if c is not None)  # None: "the default", not a choice
             raise ValueError(f"{field.name} ({cli_name(field.name)}) must be one of {listed}; got {value!r}")
 
 

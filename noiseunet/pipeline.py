@@ -6,6 +6,7 @@ the scheduler take the step to x_{t-1}. DDPM, DDIM, DPM-Solver++, Euler and UniP
 """
 
 import inspect
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from .files import from_pretrained
@@ -72,9 +74,10 @@ def use_scheduler(pipe: DiffusionPipeline, name: str) -> DiffusionPipeline:
     return pipe
 
 
-class NoiseUNetPipeline(DiffusionPipeline):
+class NoiseUNetPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     """Text-to-image sampling with a NoiseUNet (or any UNet2DConditionModel), in pixel space or, with a
-    ``vae``, in latent space. Loads any folder ``noiseunet train`` writes: ``NoiseUNetPipeline.from_pretrained(DIR)``."""
+    ``vae``, in latent space. Loads any folder ``noiseunet train`` writes: ``NoiseUNetPipeline.from_pretrained(DIR)``.
+    ``load_lora_weights`` takes LoRA files as Stable Diffusion pipelines do (a ``--lora-rank`` run's, or others')."""
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _optional_components = ["vae"]
@@ -183,11 +186,34 @@ def sampling_device(name: str | None = None) -> torch.device:
     return device
 
 
-def load_pipeline(path: str | Path, allow_pickle: bool = False, device: str | None = None) -> NoiseUNetPipeline:
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def load_pipeline(path: str | Path, allow_pickle: bool = False, device: str | None = None, lora: str | None = None,
+                  lora_scale: float | None = None) -> NoiseUNetPipeline:
     """A pipeline folder written by ``noiseunet train`` (safetensors only, see ``files.from_pretrained``), on
-    ``sampling_device(device)``."""
+    ``sampling_device(device)``, with the LoRA file or folder ``lora`` applied at ``lora_scale`` (default 1).
+
+    The folder of a ``--lora-rank`` run holds only its adapters: its base (``--pretrained``) is loaded, then them.
+    """
     device = sampling_device(device)  # before loading: a bad name fails at once
-    return from_pretrained(NoiseUNetPipeline, path, allow_pickle).to(device)
+    path = Path(path)
+    if not (path / "model_index.json").exists() and (path / LORA_FILE).exists():
+        config = path / "train_config.json"
+        base = json.loads(config.read_text()).get("pretrained") if config.exists() else None
+        if not base:
+            raise ValueError(f"{path}: LoRA weights without the base pipeline they adapt; pass the base folder "
+                             f"and --lora {path / LORA_FILE}")
+        path, lora = base, lora or str(path)
+    if lora is None and lora_scale is not None:
+        raise ValueError("--lora-scale needs --lora (or a folder of a --lora-rank run)")
+    pipe = from_pretrained(NoiseUNetPipeline, path, allow_pickle)
+    if lora is not None:
+        lora_path = Path(lora)
+        folder, name = (lora_path.parent, lora_path.name) if lora_path.is_file() else (lora_path, LORA_FILE)
+        pipe.load_lora_weights(str(folder), weight_name=name, adapter_name="lora")
+        pipe.set_adapters("lora", adapter_weights=1.0 if lora_scale is None else lora_scale)
+    return pipe.to(device)
 
 
 def generate(

@@ -7,7 +7,6 @@ the training captions, both in the standard classes so they save and load with `
 plug into diffusers pipelines unchanged.
 """
 
-import os
 import re
 from collections import Counter
 from typing import Iterable
@@ -16,7 +15,7 @@ import torch
 from tokenizers import pre_tokenizers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .files import from_pretrained
+from .files import from_pretrained, has_subfolder
 
 MAX_LENGTH = 77  # CLIP's context length; every SD pipeline pads prompts to it
 
@@ -81,11 +80,7 @@ def load_text_encoder(name_or_path: str, allow_pickle: bool = False) -> tuple[CL
     """Tokenizer and text encoder from a hub name or folder: a CLIP model itself, or a diffusers pipeline
     folder/repo holding them under ``tokenizer/`` and ``text_encoder/``. Weights from safetensors only,
     unless ``allow_pickle``."""
-    is_pipeline = os.path.isdir(os.path.join(name_or_path, "text_encoder"))
-    if not os.path.isdir(name_or_path):
-        from huggingface_hub import file_exists
-
-        is_pipeline = file_exists(name_or_path, "text_encoder/config.json")
+    is_pipeline = has_subfolder(name_or_path, "text_encoder")
     tokenizer_folder, encoder_folder = ("tokenizer", "text_encoder") if is_pipeline else ("", "")
     tokenizer = CLIPTokenizer.from_pretrained(name_or_path, subfolder=tokenizer_folder)
     text_encoder = from_pretrained(CLIPTextModel, name_or_path, allow_pickle, subfolder=encoder_folder)

@@ -12,10 +12,10 @@ from diffusers import AutoencoderKL, DDPMScheduler
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..data.batches import BatchSource
-from ..files import from_pretrained, replacing_folder_entries
+from ..files import from_pretrained, has_subfolder, replacing_folder_entries
 from ..model import NoiseUNet
 from ..text import build_text_encoder, load_text_encoder, train_tokenizer
-from .config import TrainConfig
+from .config import LORA_TARGETS, TrainConfig
 
 TOKENIZER_CORPUS = 100_000  # captions read to train a tokenizer
 
@@ -28,46 +28,86 @@ class Components:
     unet: NoiseUNet
     scheduler: DDPMScheduler
     train_text_encoder: bool
+    lora: bool = False  # the UNet trains LoRA adapters only
 
 
 def build_components(config: TrainConfig, batches: BatchSource) -> Components:
-    """The run's models: loaded where the config names them, else built from its preset."""
-    output = Path(config.output_dir)
-    if config.text_encoder:
-        tokenizer, text_encoder = load_text_encoder(config.text_encoder, config.allow_pickle)
-        train_text = bool(config.train_text_encoder)
-    else:
-        saved = output / "tokenizer"
-        if saved.is_dir():  # resuming: the tokenizer must be the one the weights were trained with
-            tokenizer = CLIPTokenizer.from_pretrained(saved)
-        else:
-            max_length = config.max_text_length or config.preset.max_text_length
-            tokenizer = train_tokenizer(batches.captions(TOKENIZER_CORPUS), max_length=max_length)
-            if PartialState().is_main_process:  # every process builds the same one; one writes it
-                with replacing_folder_entries(output) as staging:
-                    tokenizer.save_pretrained(staging / saved.name)
-        preset = config.preset
-        text_encoder = build_text_encoder(tokenizer, hidden_size=preset.text_hidden_size,
-                                          num_layers=preset.text_layers, num_heads=preset.text_heads)
-        train_text = config.train_text_encoder is not False
-
+    """The run's models: from ``--pretrained`` or the folders the config names, else built from its preset."""
+    tokenizer, text_encoder, train_text = text_model(config, batches)
     vae = None
-    channels, sample_size = 3, config.resolution
-    if config.vae:
-        vae = from_pretrained(AutoencoderKL, config.vae, config.allow_pickle,
-                              subfolder="vae" if (Path(config.vae) / "vae").is_dir() else None)
+    vae_source = config.vae or (config.pretrained if config.pretrained and has_subfolder(config.pretrained, "vae")
+                                else None)
+    if vae_source:
+        vae = from_pretrained(AutoencoderKL, vae_source, config.allow_pickle,
+                              subfolder="vae" if has_subfolder(vae_source, "vae") else None)
         vae.requires_grad_(False).eval()
-        channels = vae.config.latent_channels
-        sample_size = config.resolution // 2 ** (len(vae.config.block_out_channels) - 1)
-
-    width = text_encoder.config.hidden_size
-    unet_config = config.unet_config
-    if unet_config.get("cross_attention_dim", width) != width:
-        raise ValueError(f"unet cross_attention_dim={unet_config['cross_attention_dim']} does not match the text "
-                         f"encoder's hidden size {width}")
-    unet = NoiseUNet(**{**unet_config, "sample_size": sample_size, "in_channels": channels,
-                        "out_channels": channels, "cross_attention_dim": width})
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule=config.beta_schedule,
-                              prediction_type=config.prediction_type, clip_sample=vae is None)
+    unet = denoiser(config, vae, text_encoder.config.hidden_size)
     text_encoder.requires_grad_(train_text)
-    return Components(tokenizer, text_encoder, vae, unet, scheduler, train_text)
+    if config.lora_rank:
+        add_lora(unet, config)
+    return Components(tokenizer, text_encoder, vae, unet, noise_schedule(config, vae), train_text, bool(config.lora_rank))
+
+
+def add_lora(unet: NoiseUNet, config: TrainConfig) -> None:
+    """Freeze the UNet and give it PEFT LoRA adapters: A Gaussian, B zero, so training starts at the base."""
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha or config.lora_rank,
+                                init_lora_weights="gaussian", target_modules=list(config.lora_targets or LORA_TARGETS)))
+
+
+def text_model(config: TrainConfig, batches: BatchSource) -> tuple[CLIPTokenizer, CLIPTextModel, bool]:
+    """(tokenizer, text encoder, whether it trains): loaded ones stay frozen unless --train-text-encoder; one
+    built from scratch trains unless --no-train-text-encoder."""
+    source = config.text_encoder or config.pretrained
+    if source:
+        tokenizer, text_encoder = load_text_encoder(source, config.allow_pickle)
+        return tokenizer, text_encoder, bool(config.train_text_encoder)
+    output = Path(config.output_dir)
+    saved = output / "tokenizer"
+    if saved.is_dir():  # resuming: the tokenizer must be the one the weights were trained with
+        tokenizer = CLIPTokenizer.from_pretrained(saved)
+    else:
+        max_length = config.max_text_length or config.preset.max_text_length
+        tokenizer = train_tokenizer(batches.captions(TOKENIZER_CORPUS), max_length=max_length)
+        if PartialState().is_main_process:  # every process builds the same one; one writes it
+            with replacing_folder_entries(output) as staging:
+                tokenizer.save_pretrained(staging / saved.name)
+    preset = config.preset
+    text_encoder = build_text_encoder(tokenizer, hidden_size=preset.text_hidden_size, num_layers=preset.text_layers,
+                                      num_heads=preset.text_heads)
+    return tokenizer, text_encoder, config.train_text_encoder is not False
+
+
+def denoiser(config: TrainConfig, vae: AutoencoderKL | None, text_width: int) -> NoiseUNet:
+    """--pretrained's UNet with its weights, or a new one of the preset's config for these inputs."""
+    channels = vae.config.latent_channels if vae is not None else 3
+    if config.pretrained:
+        unet = from_pretrained(NoiseUNet, config.pretrained, config.allow_pickle, subfolder="unet")
+        found = {"in_channels": unet.config.in_channels, "cross_attention_dim": unet.config.cross_attention_dim}
+        for key, wanted in (("in_channels", channels), ("cross_attention_dim", text_width)):
+            values = found[key] if isinstance(found[key], (list, tuple)) else [found[key]]
+            if any(v != wanted for v in values):
+                raise ValueError(f"--pretrained {config.pretrained}: its UNet has {key}={found[key]}, but the "
+                                 f"{'VAE latents have' if key == 'in_channels' else 'text encoder gives'} {wanted}")
+        return unet
+    sample_size = config.resolution // (2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1)
+    unet_config = config.unet_config
+    if unet_config.get("cross_attention_dim", text_width) != text_width:
+        raise ValueError(f"unet cross_attention_dim={unet_config['cross_attention_dim']} does not match the text "
+                         f"encoder's hidden size {text_width}")
+    return NoiseUNet(**{**unet_config, "sample_size": sample_size, "in_channels": channels, "out_channels": channels,
+                        "cross_attention_dim": text_width})
+
+
+def noise_schedule(config: TrainConfig, vae: AutoencoderKL | None) -> DDPMScheduler:
+    """The DDPM schedule training samples timesteps from: --pretrained's (whatever sampler it saved), else
+    cosine with v-prediction; --beta-schedule and --prediction-type replace either."""
+    chosen = {k: v for k, v in (("beta_schedule", config.beta_schedule), ("prediction_type", config.prediction_type))
+              if v is not None}
+    if config.pretrained:
+        return DDPMScheduler.from_pretrained(config.pretrained, subfolder="scheduler", **chosen)
+    return DDPMScheduler(num_train_timesteps=1000, **{"beta_schedule": "squaredcos_cap_v2",
+                                                      "prediction_type": "v_prediction", **chosen},
+                         clip_sample=vae is None)

@@ -44,6 +44,9 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
                         768, 12, 12, 77, "millions of images with --vae sd-vae; GPUs"),
 }
 
+# The attention projections: what diffusers' and kohya's LoRA scripts adapt by default.
+LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+
 # Kept for scripts that build the trainer's shapes UNet (scripts/bench.py).
 SMALL_UNET: dict[str, Any] = MODEL_PRESETS["small"].unet
 
@@ -65,18 +68,26 @@ class TrainConfig:
     streaming: bool = False  # stream a hub dataset instead of downloading it (tar shards always stream)
     shuffle_buffer: int = 1000  # examples shuffled together when streaming
     # Models.
-    model: Literal["tiny", "small", "base", "sd15"] = "small"  # preset: UNet and from-scratch text encoder sizes
-    text_encoder: str | None = None  # hub name or folder; None = build the preset's CLIP text model
+    # Start from a pipeline: a noiseunet output folder, or a diffusers Stable Diffusion folder or hub name.
+    # Its UNet, text encoder, tokenizer, VAE and noise schedule are used unless the options below replace them.
+    pretrained: str | None = None
+    model: Literal["tiny", "small", "base", "sd15"] | None = None  # preset for a new model; None = "small"
+    text_encoder: str | None = None  # hub name or folder; None = --pretrained's, or build the preset's
     train_text_encoder: bool | None = None  # default: only when built from scratch
     max_text_length: int | None = None  # tokens of the tokenizer built from scratch; None = the preset's
-    vae: str | None = None  # latent diffusion with this AutoencoderKL; None = pixel space
+    vae: str | None = None  # latent diffusion with this AutoencoderKL; None = --pretrained's, or pixel space
     allow_pickle: bool = False  # also load --text-encoder/--vae weights from pickle (.bin) files
     unet: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's UNet config
-    # Diffusion.
-    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"  # last: cosine
+    # LoRA (Hu et al. 2021) through PEFT: low-rank adapters on these UNet layers train, the base stays frozen,
+    # and the run saves pytorch_lora_weights.safetensors (the file diffusers' load_lora_weights reads).
+    lora_rank: int | None = None
+    lora_alpha: float | None = None  # the adapters' scale is alpha / rank; None = rank (scale 1)
+    lora_targets: list[str] | None = None  # None = LORA_TARGETS
+    # Diffusion. None: --pretrained's schedule, else these defaults for a new model.
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] | None = None  # new: cosine
     # v = sqrt(a) eps - sqrt(1-a) x0 (Salimans & Ho 2022). On the built-in data at 10 minutes, epsilon
     # left a random flat background colour (2.8% all-correct); v-prediction learns the black background.
-    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    prediction_type: Literal["epsilon", "v_prediction"] | None = None  # new: v_prediction
     # min-SNR-gamma weighting (Hang et al. 2023); None = plain MSE. With v-prediction it weights the loss by
     # about SNR at the noisiest timesteps, which is where the layout is decided: at 5.0 the model never
     # learned which side a shape goes on (position at chance after 10 minutes; 100% without it).
@@ -111,10 +122,20 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
+        if self.lora_rank is None and (self.lora_alpha is not None or self.lora_targets is not None):
+            raise ValueError("--lora-alpha and --lora-targets need --lora-rank")
+        if self.lora_rank is not None and not self.pretrained:
+            raise ValueError("--lora-rank adapts a pretrained UNet: give --pretrained")
+        if self.lora_rank is not None and self.train_text_encoder:
+            raise ValueError("LoRA on the text encoder (--lora-rank with --train-text-encoder) is not built yet; "
+                             "train the UNet's adapters alone, or the text encoder in full without --lora-rank")
+        if self.pretrained and (self.model or self.unet):
+            raise ValueError(f"--pretrained {self.pretrained} brings its own UNet; --model and --config build a new "
+                             "one (drop them, or drop --pretrained)")
         for name, low in (("resolution", 8), ("batch_size", 1), ("gradient_accumulation_steps", 1),
                           ("log_every", 1), ("checkpoint_every", 1), ("checkpoints_total_limit", 1),
                           ("validate_every", 0), ("warmup_steps", 0), ("learning_rate", 0), ("weight_decay", 0),
-                          ("offset_noise", 0), ("max_steps", 0), ("shuffle_buffer", 1), ("max_text_length", 2)):
+                          ("offset_noise", 0), ("max_steps", 0), ("shuffle_buffer", 1), ("max_text_length", 2), ("lora_rank", 1)):
             check_range(name, getattr(self, name), low)
         check_range("caption_dropout", self.caption_dropout, 0, 1)
         check_range("ema_max_decay", self.ema_max_decay, 0, 1)
@@ -124,7 +145,7 @@ class TrainConfig:
 
     @property
     def preset(self) -> ModelPreset:
-        return MODEL_PRESETS[self.model]
+        return MODEL_PRESETS[self.model or "small"]
 
     @property
     def unet_config(self) -> dict[str, Any]:

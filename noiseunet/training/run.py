@@ -94,7 +94,7 @@ def start_run(config: TrainConfig) -> TrainingRun:
     # once per process, warming up twice as fast on two processes as on one with the same global batch).
     accelerator = make_accelerator(
         config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
-        step_scheduler_with_optimizer=False, log_with=resolve_trackers(config.report_to),
+        step_scheduler_with_optimizer=False, log_with=resolve_trackers(config.report_to) or None,
         project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / "logs")))
     set_seed(config.seed)
     if accelerator.is_main_process:
@@ -106,7 +106,7 @@ def start_run(config: TrainConfig) -> TrainingRun:
     parts = build_components(config, batches)
     if config.gradient_checkpointing:
         parts.unet.enable_gradient_checkpointing()
-    parameters = trained_parameters(parts.unet, parts.text_encoder, parts.train_text_encoder)
+    parameters = trained_parameters(parts.unet, parts.text_encoder)
     # Not fused: with the fused CPU AdamW, a run resumed from a checkpoint ended a few ulps away from the
     # uninterrupted run (tests/test_reliability.py); the default implementation resumes bit for bit.
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -160,6 +160,20 @@ def open_batches(config: TrainConfig, rank: int = 0, world: int = 1,
                       config.caption_dropout, workers, pin_memory=on_gpu)
 
 
+def save_lora(unet: nn.Module, output: Path) -> Path:
+    """OUTPUT/pytorch_lora_weights.safetensors in the keys diffusers' ``load_lora_weights`` reads
+    (``unet.<module>.lora_A.weight``, ...), with the adapters' rank and alpha in the file's metadata."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    with replacing_folder_entries(output) as staging:
+        StableDiffusionPipeline.save_lora_weights(staging, unet_lora_layers=layers, safe_serialization=True,
+                                                  unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
+    return output / "pytorch_lora_weights.safetensors"
+
+
 def _tracker_config(config: TrainConfig) -> dict:
     """The options as the scalars trackers accept (TensorBoard's hparams take no lists, dicts or None)."""
     values = {**config.to_dict(), "unet": config.unet_config}
@@ -176,10 +190,14 @@ def finish_run(run: TrainingRun, stopped_by: int | None) -> Path:
     run.save_checkpoint()
     if accelerator.is_main_process:
         parts = run.parts
-        with ema_weights(accelerator, parts, run.unet, run.text_encoder, run.ema) as (unet, text_encoder), \
-                replacing_folder_entries(output, last="model_index.json") as staging:
-            NoiseUNetPipeline(unet=unet, text_encoder=text_encoder, tokenizer=parts.tokenizer,
-                              scheduler=parts.scheduler, vae=parts.vae).save_pretrained(staging, safe_serialization=True)
+        with ema_weights(accelerator, parts, run.unet, run.text_encoder, run.ema) as (unet, text_encoder):
+            if parts.lora:
+                save_lora(unet, output)
+            else:
+                with replacing_folder_entries(output, last="model_index.json") as staging:
+                    NoiseUNetPipeline(unet=unet, text_encoder=text_encoder, tokenizer=parts.tokenizer,
+                                      scheduler=parts.scheduler, vae=parts.vae).save_pretrained(staging,
+                                                                                                safe_serialization=True)
         run.validate()
         summary = {"steps": run.step, "images_seen": run.images_seen, "minutes": minutes,
                    "skipped_steps": run.skipped, "precision": accelerator.mixed_precision,

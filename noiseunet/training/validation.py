@@ -15,9 +15,10 @@ from ..pipeline import SAMPLING, NoiseUNetPipeline, generate, use_scheduler
 from .components import Components
 
 
-def trained_parameters(unet: nn.Module, text_encoder: nn.Module, train_text_encoder: bool) -> list[nn.Parameter]:
-    """The parameters the optimizer and the EMA hold: the UNet's, and the text encoder's when it trains."""
-    return [p for model in [unet] + ([text_encoder] if train_text_encoder else []) for p in model.parameters()]
+def trained_parameters(unet: nn.Module, text_encoder: nn.Module) -> list[nn.Parameter]:
+    """The parameters the optimizer and the EMA hold: those that require gradients (all of the UNet, or only
+    its LoRA adapters; the text encoder's when it trains)."""
+    return [p for model in (unet, text_encoder) for p in model.parameters() if p.requires_grad]
 
 
 @contextmanager
@@ -25,7 +26,7 @@ def ema_weights(accelerator: Accelerator, parts: Components, unet: nn.Module, te
                 ema: EMAModel) -> Iterator[tuple[nn.Module, nn.Module]]:
     """The unwrapped models in eval mode with their EMA weights swapped in, restored afterwards."""
     unet, text_encoder = accelerator.unwrap_model(unet), accelerator.unwrap_model(text_encoder)
-    parameters = trained_parameters(unet, text_encoder, parts.train_text_encoder)
+    parameters = trained_parameters(unet, text_encoder)
     ema.store(parameters)
     ema.copy_to(parameters)
     modes = [m.training for m in (unet, text_encoder)]

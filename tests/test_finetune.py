@@ -1,0 +1,138 @@
+"""Fine-tuning: --pretrained starts from exactly a pipeline's weights (a noiseunet run or a diffusers SD folder)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from safetensors.torch import load_file
+from test_training import shapes_folder, tiny_config
+
+from noiseunet.training import TrainConfig, train
+
+LATENT_UNET = dict(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+                   down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1, attention_head_dim=2,
+                   cross_attention_dim=32)
+
+
+def unet_weights(folder) -> dict[str, torch.Tensor]:
+    return load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+@pytest.fixture
+def sd_folder(tmp_path, vae, text_encoder, tokenizer):
+    """A Stable Diffusion pipeline folder as diffusers writes it, with tiny components and diffusers' UNet."""
+    torch.manual_seed(0)
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   unet=UNet2DConditionModel(**LATENT_UNET), scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(tmp_path / "sd")
+    return tmp_path / "sd"
+
+
+def finetune(tmp_path, pretrained, name="tuned", **overrides):
+    data = tmp_path / "data"
+    if not data.exists():
+        shapes_folder(data)
+    values = dict(output_dir=str(tmp_path / name), pretrained=str(pretrained), data=str(data),
+                  resolution=16, batch_size=2, max_steps=2, max_minutes=None, warmup_steps=0, mixed_precision="no",
+                  log_every=1, checkpoint_every=1000, report_to="none")
+    return train(TrainConfig(**{**values, **overrides}))
+
+
+def test_a_diffusers_sd_folder_is_the_starting_point(tmp_path, sd_folder):
+    """Learning rate 0: the saved UNet is bitwise the base one, and the folder still loads in diffusers."""
+    output = finetune(tmp_path, sd_folder, learning_rate=0.0)
+    base, tuned = unet_weights(sd_folder), unet_weights(output)
+    assert base.keys() == tuned.keys() and all(torch.equal(base[k], tuned[k]) for k in base)
+    schedule = json.loads((output / "scheduler" / "scheduler_config.json").read_text())
+    assert schedule["beta_schedule"] == "scaled_linear" and schedule["prediction_type"] == "epsilon"
+    assert (output / "vae").is_dir()
+    text = load_file(output / "text_encoder" / "model.safetensors")
+    assert all(torch.equal(text[k], v) for k, v in load_file(sd_folder / "text_encoder" / "model.safetensors").items())
+    StableDiffusionPipeline.from_pretrained(output, safety_checker=None, requires_safety_checker=False)
+
+
+def test_a_noiseunet_run_is_the_starting_point_and_training_moves_away(tmp_path):
+    base = train(tiny_config(tmp_path / "base", max_steps=2, report_to="none"))
+    still = finetune(tmp_path, base, name="still", resolution=16, learning_rate=0.0)
+    assert all(torch.equal(v, unet_weights(still)[k]) for k, v in unet_weights(base).items())
+    moved = finetune(tmp_path, base, name="moved", resolution=16, learning_rate=1e-3, ema_max_decay=0.0)
+    assert any(not torch.equal(v, unet_weights(moved)[k]) for k, v in unet_weights(base).items())
+
+
+def test_pretrained_refuses_a_new_model_size(tmp_path, sd_folder):
+    with pytest.raises(ValueError, match="brings its own UNet; --model and --config build a new one"):
+        TrainConfig(pretrained=str(sd_folder), model="base")
+
+
+def test_lora_trains_only_the_adapters_and_loads_in_both_pipelines(tmp_path, sd_folder):
+    from noiseunet import NoiseUNet, NoiseUNetPipeline
+
+    output = finetune(tmp_path, sd_folder, lora_rank=4, learning_rate=5e-2, max_steps=3, checkpoint_every=3)
+    trained = load_file(output / "checkpoints" / "step-0000003" / "model.safetensors")  # the UNet with adapters
+    base = unet_weights(sd_folder)
+    adapters = {k: v for k, v in trained.items() if "lora_" in k}
+    assert adapters and any(v.abs().max() > 0 for k, v in adapters.items() if "lora_B" in k)
+    frozen = {k.replace(".base_layer", ""): v for k, v in trained.items() if "lora_" not in k}
+    assert frozen.keys() == base.keys() and all(torch.equal(frozen[k], base[k]) for k in base)
+
+    lora_file = output / "pytorch_lora_weights.safetensors"
+    keys = load_file(lora_file).keys()
+    assert keys and all(k.startswith("unet.") and (".lora.down." in k or ".lora.up." in k) for k in keys)  # as diffusers' LoRA script writes
+
+    def images(pipe):
+        pipe.set_progress_bar_config(disable=True)
+        return pipe(["a red circle on the left"], num_inference_steps=3, guidance_scale=3.0, height=32, width=32,
+                    generator=torch.Generator().manual_seed(0), output_type="np").images
+
+    sd = StableDiffusionPipeline.from_pretrained(sd_folder, safety_checker=None, requires_safety_checker=False)
+    without = images(sd)
+    sd.load_lora_weights(str(output))
+    with_lora = images(sd)
+    assert abs(with_lora - without).max() > 1e-3  # the adapters do something
+    ours = NoiseUNetPipeline(unet=NoiseUNet.from_pretrained(sd_folder, subfolder="unet"), text_encoder=sd.text_encoder,
+                             tokenizer=sd.tokenizer, scheduler=sd.scheduler, vae=sd.vae)
+    ours.load_lora_weights(str(output))
+    sd_with_noiseunet = StableDiffusionPipeline.from_pretrained(sd_folder, unet=ours.unet, safety_checker=None,
+                                                                requires_safety_checker=False)
+    assert abs(images(sd_with_noiseunet) - with_lora).max() < 1e-4
+    assert abs(images(ours) - with_lora).max() < 1e-4
+
+
+def test_lora_needs_a_pretrained_model():
+    with pytest.raises(ValueError, match="--lora-rank adapts a pretrained UNet: give --pretrained"):
+        TrainConfig(lora_rank=4)
+
+
+def test_sampling_a_lora_run_loads_its_base_and_scales_the_adapters(tmp_path, sd_folder):
+    from test_cli import noiseunet
+
+    from noiseunet.pipeline import generate, load_pipeline
+
+    output = finetune(tmp_path, sd_folder, lora_rank=4, learning_rate=5e-2, max_steps=3)
+    draw = lambda pipe: np.stack([np.asarray(i) for i in generate(pipe, ["a red circle"], 1, num_inference_steps=2,  # noqa: E731
+                                                                 height=32, width=32)[0]]).astype(float)
+    base = draw(load_pipeline(sd_folder))
+    assert np.abs(draw(load_pipeline(output, lora_scale=0.0)) - base).max() == 0
+    assert np.abs(draw(load_pipeline(output)) - base).max() > 0
+    with pytest.raises(ValueError, match="--lora-scale needs --lora"):
+        load_pipeline(sd_folder, lora_scale=0.5)
+    result = noiseunet("sample", str(sd_folder), "a red circle", "--lora", str(output / "pytorch_lora_weights.safetensors"),
+                       "--lora-scale", "0.5", "--num-images", "1", "--steps", "2", "--out", str(tmp_path / "grid.png"))
+    assert (tmp_path / "grid.png").exists(), result.stdout
+
+
+def test_a_resumed_lora_run_keeps_its_adapters_and_ends_where_the_uninterrupted_one_ends(tmp_path, sd_folder):
+    """diffusers #12689: resumed LoRA runs silently dropped the adapters. Here the adapters and their optimizer
+    state come back from the checkpoint: 2 steps + 2 resumed steps = 4 straight steps, bitwise."""
+    lora = dict(lora_rank=4, learning_rate=5e-2, checkpoint_every=2)
+    straight = finetune(tmp_path, sd_folder, name="straight", max_steps=4, **lora)
+    finetune(tmp_path, sd_folder, name="resumed", max_steps=2, **lora)
+    resumed = finetune(tmp_path, sd_folder, name="resumed", max_steps=4, resume="latest", **lora)
+    a, b = (load_file(run / "pytorch_lora_weights.safetensors") for run in (straight, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((resumed / "train_summary.json").read_text())["steps"] == 4
