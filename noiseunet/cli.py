@@ -54,6 +54,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--lora-alpha", type=float, default=None, help="adapter scale numerator (scale = alpha / rank; default rank)")
     a("--lora-targets", type=lambda text: text.split(","), default=None,
       help="comma-separated UNet layers to adapt (default: to_q,to_k,to_v,to_out.0)")
+    a("--lora-format", default=defaults.lora_format, choices=choices(TrainConfig, "lora_format"),
+      help="kohya: also write OUTPUT/lora_kohya.safetensors, the format A1111 and ComfyUI load")
     a("--beta-schedule", default=defaults.beta_schedule, choices=choices(TrainConfig, "beta_schedule"))
     a("--prediction-type", default=defaults.prediction_type, choices=choices(TrainConfig, "prediction_type"))
     a("--snr-gamma", type=float, default=defaults.snr_gamma, help="min-SNR-gamma weighting, e.g. 5 (default and 0: off)")

@@ -136,3 +136,19 @@ def test_a_resumed_lora_run_keeps_its_adapters_and_ends_where_the_uninterrupted_
     a, b = (load_file(run / "pytorch_lora_weights.safetensors") for run in (straight, resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((resumed / "train_summary.json").read_text())["steps"] == 4
+
+
+def test_the_kohya_file_loads_through_diffusers_kohya_conversion_with_the_same_images(tmp_path, sd_folder):
+    output = finetune(tmp_path, sd_folder, lora_rank=4, lora_alpha=8, learning_rate=5e-2, max_steps=3,
+                      lora_format="kohya")
+    kohya = load_file(output / "lora_kohya.safetensors")
+    assert all(k.startswith("lora_unet_") for k in kohya) and any(k.endswith(".alpha") for k in kohya)
+
+    def images(weight_name):
+        pipe = StableDiffusionPipeline.from_pretrained(sd_folder, safety_checker=None, requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.load_lora_weights(str(output), weight_name=weight_name)
+        return pipe(["a red circle on the left"], num_inference_steps=3, guidance_scale=3.0, height=32, width=32,
+                    generator=torch.Generator().manual_seed(0), output_type="np").images
+
+    np.testing.assert_allclose(images("lora_kohya.safetensors"), images("pytorch_lora_weights.safetensors"), atol=1e-4)

@@ -15,7 +15,8 @@ from ..data.batches import BatchSource
 from ..files import from_pretrained, has_subfolder, replacing_folder_entries
 from ..model import NoiseUNet
 from ..text import build_text_encoder, load_text_encoder, train_tokenizer
-from .config import LORA_TARGETS, TrainConfig
+from .config import TrainConfig
+from .lora import add_lora
 
 TOKENIZER_CORPUS = 100_000  # captions read to train a tokenizer
 
@@ -46,15 +47,6 @@ def build_components(config: TrainConfig, batches: BatchSource) -> Components:
     if config.lora_rank:
         add_lora(unet, config)
     return Components(tokenizer, text_encoder, vae, unet, noise_schedule(config, vae), train_text, bool(config.lora_rank))
-
-
-def add_lora(unet: NoiseUNet, config: TrainConfig) -> None:
-    """Freeze the UNet and give it PEFT LoRA adapters: A Gaussian, B zero, so training starts at the base."""
-    from peft import LoraConfig
-
-    unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha or config.lora_rank,
-                                init_lora_weights="gaussian", target_modules=list(config.lora_targets or LORA_TARGETS)))
 
 
 def text_model(config: TrainConfig, batches: BatchSource) -> tuple[CLIPTokenizer, CLIPTextModel, bool]:

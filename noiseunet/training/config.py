@@ -83,6 +83,7 @@ class TrainConfig:
     lora_rank: int | None = None
     lora_alpha: float | None = None  # the adapters' scale is alpha / rank; None = rank (scale 1)
     lora_targets: list[str] | None = None  # None = LORA_TARGETS
+    lora_format: Literal["diffusers", "kohya"] = "diffusers"  # kohya: also lora_kohya.safetensors (A1111, ComfyUI)
     # Diffusion. None: --pretrained's schedule, else these defaults for a new model.
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] | None = None  # new: cosine
     # v = sqrt(a) eps - sqrt(1-a) x0 (Salimans & Ho 2022). On the built-in data at 10 minutes, epsilon
@@ -122,8 +123,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        if self.lora_rank is None and (self.lora_alpha is not None or self.lora_targets is not None):
-            raise ValueError("--lora-alpha and --lora-targets need --lora-rank")
+        if self.lora_rank is None and (self.lora_alpha is not None or self.lora_targets is not None
+                                       or self.lora_format != "diffusers"):
+            raise ValueError("--lora-alpha, --lora-targets and --lora-format need --lora-rank")
         if self.lora_rank is not None and not self.pretrained:
             raise ValueError("--lora-rank adapts a pretrained UNet: give --pretrained")
         if self.lora_rank is not None and self.train_text_encoder:

@@ -26,6 +26,7 @@ from ..runtime import RunLog, make_accelerator, resolve_trackers
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .components import Components, build_components
 from .config import TrainConfig
+from .lora import save_lora
 from .validation import ema_weights, trained_parameters, validation_grid
 
 
@@ -160,20 +161,6 @@ def open_batches(config: TrainConfig, rank: int = 0, world: int = 1,
                       config.caption_dropout, workers, pin_memory=on_gpu)
 
 
-def save_lora(unet: nn.Module, output: Path) -> Path:
-    """OUTPUT/pytorch_lora_weights.safetensors in the keys diffusers' ``load_lora_weights`` reads
-    (``unet.<module>.lora_A.weight``, ...), with the adapters' rank and alpha in the file's metadata."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
-
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    with replacing_folder_entries(output) as staging:
-        StableDiffusionPipeline.save_lora_weights(staging, unet_lora_layers=layers, safe_serialization=True,
-                                                  unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
-    return output / "pytorch_lora_weights.safetensors"
-
-
 def _tracker_config(config: TrainConfig) -> dict:
     """The options as the scalars trackers accept (TensorBoard's hparams take no lists, dicts or None)."""
     values = {**config.to_dict(), "unet": config.unet_config}
@@ -192,7 +179,7 @@ def finish_run(run: TrainingRun, stopped_by: int | None) -> Path:
         parts = run.parts
         with ema_weights(accelerator, parts, run.unet, run.text_encoder, run.ema) as (unet, text_encoder):
             if parts.lora:
-                save_lora(unet, output)
+                save_lora(unet, output, kohya=run.config.lora_format == "kohya")
             else:
                 with replacing_folder_entries(output, last="model_index.json") as staging:
                     NoiseUNetPipeline(unet=unet, text_encoder=text_encoder, tokenizer=parts.tokenizer,
