@@ -36,6 +36,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       help="skip bad images/captions with a warning, or stop before training")
     a("--streaming", action="store_true", help="stream the --data hub dataset instead of downloading it "
       "(a folder or glob of .tar shards always streams)")
+    a("--no-cache", dest="cache", action="store_false", help="encode images with the frozen VAE and captions "
+      "with the frozen text encoder every step, instead of once before training")
     a("--shuffle-buffer", type=int, default=defaults.shuffle_buffer, help="examples shuffled together when streaming")
     a("--pretrained", default=None, help="start from this pipeline: a noiseunet output folder, or a diffusers "
       "Stable Diffusion folder or hub name (its UNet, text encoder, tokenizer, VAE and noise schedule)")

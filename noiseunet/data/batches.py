@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 from torch.utils.data import DataLoader
 
 from .captioned import CaptionedSource, flat_captions
-from .loader import TrainingStream, training_batches
+from .loader import ENDLESS, TrainingStream, training_batches
 
 
 @runtime_checkable
@@ -29,6 +29,10 @@ class BatchSource(Protocol):
         """Up to ``limit`` captions as flat strings, to train a tokenizer on."""
 
     def validation_prompts(self, count: int = 4) -> list[str]: ...
+
+    def finite_source(self) -> CaptionedSource | None:
+        """The items batches are drawn from, when they are few enough to visit all (to cache what frozen
+        models compute from them; batches then carry ``indices`` into it), else None."""
 
     def close(self) -> None:
         """Stop what reads ahead (loader workers), so that the process can exit."""
@@ -80,3 +84,6 @@ class MapBatches:
 
     def validation_prompts(self, count: int = 4) -> list[str]:
         return self.source.validation_prompts(count)
+
+    def finite_source(self) -> CaptionedSource | None:
+        return self.source if len(self.source) < ENDLESS else None

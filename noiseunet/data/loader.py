@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from .transforms import mentions_left_or_right, preprocess
+from .transforms import augment, mentions_left_or_right
 
 ENDLESS = 10_000_000  # sources at least this long (the built-in shapes) are read in order, not shuffled
 
@@ -48,9 +48,11 @@ class TrainingStream(Dataset):
         self.random_crop, self.flip, self.caption_dropout = random_crop, flip, caption_dropout
 
     def __getitem__(self, position: int) -> dict:
-        item = self.source[self.source_index(position)]
-        return training_example(item["image"], item["caption"], self.resolution, [self.seed, 1, position],
-                                self.random_crop, self.flip, self.caption_dropout)
+        index = self.source_index(position)
+        item = self.source[index]
+        example = training_example(item["image"], item["caption"], self.resolution, [self.seed, 1, position],
+                                   self.random_crop, self.flip, self.caption_dropout)
+        return {**example, "index": index}
 
 
 def training_example(image, caption: str | list[str], resolution: int, rng_key: list[int], random_crop: bool,
@@ -61,17 +63,19 @@ def training_example(image, caption: str | list[str], resolution: int, rng_key: 
     if isinstance(caption, (list, tuple)):
         caption = caption[int(rng.integers(len(caption)))]
     flip = flip and not mentions_left_or_right(caption)
-    pixels = preprocess(image, resolution, random_crop, flip, rng)
+    pixels, mirrored = augment(image, resolution, random_crop, flip, rng)
     if rng.random() < caption_dropout:
         caption = ""
-    return {"pixel_values": pixels, "caption": caption}
+    return {"pixel_values": pixels, "caption": caption, "mirrored": mirrored}
 
 
 def collate(items: list[dict]) -> dict:
-    return {
-        "pixel_values": torch.stack([item["pixel_values"] for item in items]),
-        "captions": [item["caption"] for item in items],
-    }
+    """A batch: pixels, captions, whether each was mirrored and, for map-style data, each item's index."""
+    batch = {"pixel_values": torch.stack([item["pixel_values"] for item in items]),
+             "captions": [item["caption"] for item in items], "mirrored": [item["mirrored"] for item in items]}
+    if all("index" in item for item in items):
+        batch["indices"] = [item["index"] for item in items]
+    return batch
 
 
 def training_batches(

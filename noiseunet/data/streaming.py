@@ -186,6 +186,9 @@ class StreamedBatches:
         return {"epoch": self.epoch, "position": self.position, "skipped": self.skipped, "block": self.block,
                 "block_start": self.block_start, "offset": self.offset}
 
+    def finite_source(self) -> None:
+        return None  # a stream is read once per epoch, never visited ahead
+
     def close(self) -> None:
         self._rows, self._block_rows = None, None
 

@@ -31,8 +31,15 @@ def mentions_left_or_right(caption: str) -> bool:
 def preprocess(
     image: Image.Image, resolution: int, random_crop: bool = False, flip: bool = False, rng: np.random.Generator | None = None
 ) -> torch.Tensor:
-    """Resize the shorter side to ``resolution``, crop a square (centre, or random), optionally mirror,
-    scale to [-1, 1]. ``rng`` drives the random choices so that they replay exactly on resume."""
+    """Resize the shorter side to ``resolution``, crop a square (centre, or random), mirror half of the time
+    with ``flip``, scale to [-1, 1]. ``rng`` drives the random choices so that they replay exactly on resume."""
+    return augment(image, resolution, random_crop, flip, rng)[0]
+
+
+def augment(
+    image: Image.Image, resolution: int, random_crop: bool = False, flip: bool = False, rng: np.random.Generator | None = None
+) -> tuple[torch.Tensor, bool]:
+    """``preprocess``, also saying whether the image was mirrored (the latent cache keeps both sides)."""
     rng = rng or np.random.default_rng()
     image = to_rgb(image)
     width, height = image.size
@@ -46,9 +53,10 @@ def preprocess(
         left, top = (width - resolution) // 2, (height - resolution) // 2
     image = image.crop((left, top, left + resolution, top + resolution))
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-    if flip and rng.random() < 0.5:
+    mirrored = bool(flip and rng.random() < 0.5)
+    if mirrored:
         array = array[:, ::-1]
-    return torch.from_numpy(array.transpose(2, 0, 1).copy())
+    return torch.from_numpy(array.transpose(2, 0, 1).copy()), mirrored
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

@@ -67,6 +67,8 @@ class TrainConfig:
     on_bad_sample: Literal["skip", "error"] = "skip"  # warn and train on the rest, or stop before training
     streaming: bool = False  # stream a hub dataset instead of downloading it (tar shards always stream)
     shuffle_buffer: int = 1000  # examples shuffled together when streaming
+    # Compute the latents of a frozen VAE and the states of a frozen text encoder once (training/cache.py).
+    cache: bool = True
     # Models.
     # Start from a pipeline: a noiseunet output folder, or a diffusers Stable Diffusion folder or hub name.
     # Its UNet, text encoder, tokenizer, VAE and noise schedule are used unless the options below replace them.

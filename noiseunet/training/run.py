@@ -23,6 +23,7 @@ from ..data.streaming import StreamedBatches, open_stream
 from ..files import replacing_folder_entries, write_json
 from ..pipeline import NoiseUNetPipeline
 from ..runtime import RunLog, make_accelerator, resolve_trackers
+from .cache import FrozenFeatureCache, build_cache
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .components import Components, build_components
 from .config import TrainConfig
@@ -45,6 +46,7 @@ class TrainingRun:
     ema: EMAModel
     log: RunLog
     prompts: list[str]
+    cache: FrozenFeatureCache | None
     step: int = 0
     images_seen: int = 0
     skipped: int = 0  # steps skipped for NaN/Inf, in all
@@ -118,6 +120,8 @@ def start_run(config: TrainConfig) -> TrainingRun:
     if parts.vae is not None:
         parts.vae.to(accelerator.device)
     ema.to(accelerator.device)
+    text_encoder.train(parts.train_text_encoder)
+    cache = build_cache(config, parts, batches.finite_source(), accelerator)
 
     step, images_seen, skipped = 0, 0, 0
     checkpoint = resolve_resume(output, config.resume)
@@ -134,12 +138,11 @@ def start_run(config: TrainConfig) -> TrainingRun:
                  config.max_minutes * 60 if config.max_minutes else math.inf, step, accelerator.is_main_process,
                  accelerator)
     unet.train()
-    text_encoder.train(parts.train_text_encoder)
     return TrainingRun(
         config=config, accelerator=accelerator, batches=batches, parts=parts, unet=unet, text_encoder=text_encoder,
         forward_unet=torch.compile(unet) if config.compile else unet, parameters=parameters, optimizer=optimizer,
         lr_schedule=lr_schedule, ema=ema, log=log, prompts=config.validation_prompts or batches.validation_prompts(),
-        step=step, images_seen=images_seen, skipped=skipped)
+        cache=cache, step=step, images_seen=images_seen, skipped=skipped)
 
 
 def open_batches(config: TrainConfig, rank: int = 0, world: int = 1,

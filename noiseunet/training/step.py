@@ -23,12 +23,15 @@ def train_step(run: TrainingRun) -> None:
         generator = per_sample_generators((config.seed, run.step, micro), rank * config.batch_size,
                                           len(batch["captions"]))
         with accelerator.accumulate(run.unet), accelerator.autocast():
-            x0 = batch["pixel_values"].to(accelerator.device, non_blocking=True)
-            if parts.vae is not None:
-                with torch.no_grad():
-                    x0 = parts.vae.encode(x0).latent_dist.sample(generator) * parts.vae.config.scaling_factor
-            with torch.set_grad_enabled(parts.train_text_encoder):
-                context = encode_prompts(parts.tokenizer, run.text_encoder, batch["captions"])
+            x0, context = frozen_features(run, batch, generator)
+            if x0 is None:
+                x0 = batch["pixel_values"].to(accelerator.device, non_blocking=True)
+                if parts.vae is not None:
+                    with torch.no_grad():
+                        x0 = parts.vae.encode(x0).latent_dist.sample(generator) * parts.vae.config.scaling_factor
+            if context is None:
+                with torch.set_grad_enabled(parts.train_text_encoder):
+                    context = encode_prompts(parts.tokenizer, run.text_encoder, batch["captions"])
             loss = diffusion_loss(run.forward_unet, x0, context, parts.scheduler, generator, config.snr_gamma,
                                   config.offset_noise)
             losses.append(loss.detach())
@@ -57,6 +60,14 @@ def train_step(run: TrainingRun) -> None:
         loss = accelerator.reduce(loss, reduction="mean")
     run.log.step(run.step, loss if finite else None, run.lr_schedule.get_last_lr()[0],
                  grad_norm if finite else None)
+
+
+def frozen_features(run: TrainingRun, batch: dict, generator: list[torch.Generator]):
+    """(latents, text states) from the run's cache, each None where it is not cached."""
+    if run.cache is None:
+        return None, None
+    device = run.accelerator.device
+    return run.cache.latents(batch, generator, device), run.cache.context(batch["captions"], device)
 
 
 def all_finite(accelerator: Accelerator, value: torch.Tensor) -> bool:
