@@ -28,6 +28,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--image-column", default=defaults.image_column)
     a("--resolution", type=int, default=defaults.resolution)
     a("--random-crop", action="store_true")
+    a("--buckets", action="store_true", help="aspect-ratio buckets: non-square images keep their shape, each batch "
+      "one bucket of about --resolution squared pixels (folders and datasets data)")
     a("--random-flip", dest="flip", action="store_true", help="mirror images half of the time (off by default: it "
       "makes digits, letters and text wrong; never done to captions that mention left or right)")
     a("--no-flip", dest="flip", action="store_false", help=argparse.SUPPRESS)  # the default; kept for old scripts

@@ -190,3 +190,54 @@ def test_the_cache_holds_both_sides_of_every_image_and_every_caption(tmp_path, s
         pixels = preprocess(data[3]["image"], 16)
         expected = vae.encode(pixels.flip(-1)[None]).latent_dist.parameters[0]
     torch.testing.assert_close(latents[3, 1], expected, rtol=1e-4, atol=1e-5)
+
+
+def bucket_folder(root, sizes):
+    """Images of these sizes, each with a white frame (a tenth of the width) on a dark ground, captioned by index."""
+    from PIL import Image, ImageDraw
+
+    root.mkdir(parents=True)
+    rows = []
+    for i, (w, h) in enumerate(sizes):
+        image = Image.new("RGB", (w, h), (20, 40, 60))
+        ImageDraw.Draw(image).rectangle((0, 0, w - 1, h - 1), outline=(255, 255, 255), width=max(1, w // 10))
+        image.save(root / f"{i}.png")
+        rows.append({"file_name": f"{i}.png", "text": f"framed picture {i}"})
+    (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return root
+
+
+def test_buckets_keep_each_image_whole_when_its_shape_is_a_bucket(tmp_path):
+    """At resolution 32 the buckets are 24x40, 32x32 and 40x24: images of those shapes keep their whole frame
+    (nothing cropped), every batch holds one bucket, and every image comes once per epoch."""
+    from noiseunet.data import ImageCaptionFolder
+    from noiseunet.data.buckets import BucketBatches, bucket_sizes
+
+    assert bucket_sizes(32, 8) == [(24, 40), (32, 32), (40, 24)]
+    sizes = [(40, 24), (24, 40), (32, 32), (80, 48), (48, 80), (64, 64), (40, 24)]
+    source = ImageCaptionFolder(bucket_folder(tmp_path / "data", sizes))
+    batches = BucketBatches(source, batch_size=2, resolution=32, step=8, seed=1)
+    seen = []
+    for _ in range(batches.batches_per_epoch):
+        batch = next(batches)
+        pixels = batch["pixel_values"]
+        assert all(tuple(pixels.shape[-1:-3:-1]) == batches.image_size(i) for i in batch["indices"])
+        for image in pixels:
+            edges = [image[:, 0, :], image[:, -1, :], image[:, :, 0], image[:, :, -1]]
+            assert all((edge > 0.5).all() for edge in edges), "the frame was cropped"
+        seen += batch["indices"]
+    assert set(seen) == set(range(len(sizes)))  # the last batch of a bucket is filled with its own images
+    resumed = BucketBatches(source, batch_size=2, resolution=32, step=8, seed=1)
+    resumed.load_state_dict({"batches": 2})
+    straight = BucketBatches(source, batch_size=2, resolution=32, step=8, seed=1)
+    for _ in range(2):
+        next(straight)
+    assert next(resumed)["indices"] == next(straight)["indices"]
+
+
+def test_a_folder_of_mixed_aspect_ratios_trains_in_buckets_with_the_latent_cache(tmp_path, sd_folder):
+    data = bucket_folder(tmp_path / "mixed", [(40, 24), (24, 40), (32, 32), (80, 48), (48, 80), (64, 64)])
+    output = finetune(tmp_path, sd_folder, data=str(data), resolution=32, buckets=True, max_steps=4, lora_rank=2)
+    assert json.loads((output / "train_summary.json").read_text())["steps"] == 4
+    with pytest.raises(ValueError, match="--buckets needs --data"):
+        TrainConfig(buckets=True)

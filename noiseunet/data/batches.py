@@ -9,8 +9,6 @@ which kind it has.
 
 from typing import Protocol, runtime_checkable
 
-from torch.utils.data import DataLoader
-
 from .captioned import CaptionedSource, flat_captions
 from .loader import ENDLESS, TrainingStream, training_batches
 
@@ -32,20 +30,40 @@ class BatchSource(Protocol):
 
     def finite_source(self) -> CaptionedSource | None:
         """The items batches are drawn from, when they are few enough to visit all (to cache what frozen
-        models compute from them; batches then carry ``indices`` into it), else None."""
+        models compute from them; batches then carry ``indices`` into it and ``image_size(index)`` says the
+        size each is trained at), else None."""
 
     def close(self) -> None:
         """Stop what reads ahead (loader workers), so that the process can exit."""
 
 
-class MapBatches:
+class SourceBatches:
+    """What batches of a map-style source answer from the source itself."""
+
+    source: CaptionedSource
+    taken: int  # batches taken: the state
+
+    def captions(self, limit: int) -> list[str]:
+        return flat_captions(self.source.captions(range(min(limit, len(self.source)))))
+
+    def validation_prompts(self, count: int = 4) -> list[str]:
+        return self.source.validation_prompts(count)
+
+    def finite_source(self) -> CaptionedSource | None:
+        return self.source if len(self.source) < ENDLESS else None
+
+    def state_dict(self) -> dict:
+        return {"batches": self.taken}
+
+
+class MapBatches(SourceBatches):
     """Batches of a map-style source: this process's slices of the seeded stream (``loader.py``), from the
-    position after the last batch taken. The state is the number of batches taken."""
+    position after the last batch taken."""
 
     def __init__(self, source: CaptionedSource, batch_size: int, resolution: int, seed: int = 0, rank: int = 0,
                  world: int = 1, random_crop: bool = False, flip: bool = False, caption_dropout: float = 0.1,
                  num_workers: int = 0, pin_memory: bool = False):
-        self.source, self.batch_size, self.rank, self.world = source, batch_size, rank, world
+        self.source, self.batch_size, self.resolution, self.rank, self.world = source, batch_size, resolution, rank, world
         self.stream = TrainingStream(source, resolution, seed, random_crop, flip, caption_dropout)
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.taken, self._loader = 0, None
@@ -56,21 +74,18 @@ class MapBatches:
     def __next__(self) -> dict:
         if self._loader is None:  # started lazily, so that load_state_dict comes first
             start = self.taken * self.batch_size * self.world
-            self._loader = iter(self._data_loader(start))
+            self._loader = iter(training_batches(self.stream, self.batch_size, start, self.rank, self.world,
+                                                 self.num_workers, self.pin_memory))
         batch = next(self._loader)
         self.taken += 1
         return batch
 
-    def _data_loader(self, start: int) -> DataLoader:
-        return training_batches(self.stream, self.batch_size, start, self.rank, self.world, self.num_workers,
-                                self.pin_memory)
-
-    def state_dict(self) -> dict:
-        return {"batches": self.taken}
-
     def load_state_dict(self, state: dict) -> None:
         self.close()
         self.taken = state["batches"]
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        return self.resolution, self.resolution
 
     def close(self) -> None:
         """Shut down the loader's workers now: left to the garbage collector, persistent workers (which
@@ -78,12 +93,3 @@ class MapBatches:
         if self._loader is not None and hasattr(self._loader, "_shutdown_workers"):
             self._loader._shutdown_workers()
         self._loader = None
-
-    def captions(self, limit: int) -> list[str]:
-        return flat_captions(self.source.captions(range(min(limit, len(self.source)))))
-
-    def validation_prompts(self, count: int = 4) -> list[str]:
-        return self.source.validation_prompts(count)
-
-    def finite_source(self) -> CaptionedSource | None:
-        return self.source if len(self.source) < ENDLESS else None

@@ -51,6 +51,10 @@ class CaptionedSource(Dataset):
     def validation_prompts(self, count: int = 4) -> list[str]:
         return distinct_prompts(self.captions(range(min(len(self), 1000))), count)
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        """(width, height) of item ``index``'s image."""
+        return self[index]["image"].size
+
     def subset(self, indices: Sequence[int]) -> "CheckedSubset":
         """Only these items (the good ones), still answering for themselves."""
         return CheckedSubset(self, indices)
@@ -64,6 +68,9 @@ class CheckedSubset(Subset, CaptionedSource):
 
     def problem(self, index: int, resolution: int) -> Problem | None:
         return self.dataset.problem(self.indices[index], resolution)
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        return self.dataset.image_size(self.indices[index])
 
     def validation_prompts(self, count: int = 4) -> list[str]:
         return self.dataset.validation_prompts(count)
@@ -90,6 +97,10 @@ class ImageCaptionFolder(CaptionedSource):
 
     def captions(self, indices: Sequence[int]) -> list:
         return [self.rows[i][self.caption_column] for i in indices]
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        with Image.open(self.root / self.rows[index]["file_name"]) as image:  # the header only
+            return image.size
 
     def problem(self, index: int, resolution: int) -> Problem | None:
         row = self.rows[index]

@@ -55,8 +55,8 @@ class TrainingStream(Dataset):
         return {**example, "index": index}
 
 
-def training_example(image, caption: str | list[str], resolution: int, rng_key: list[int], random_crop: bool,
-                     flip: bool, caption_dropout: float) -> dict:
+def training_example(image, caption: str | list[str], resolution: int | tuple[int, int], rng_key: list[int],
+                     random_crop: bool, flip: bool, caption_dropout: float) -> dict:
     """One training pair: pick a caption (from a list), crop/flip/scale the image, maybe drop the caption.
     Every random choice comes from ``rng_key``, so the same key gives the same example."""
     rng = np.random.default_rng(rng_key)

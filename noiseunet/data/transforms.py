@@ -29,7 +29,8 @@ def mentions_left_or_right(caption: str) -> bool:
 
 
 def preprocess(
-    image: Image.Image, resolution: int, random_crop: bool = False, flip: bool = False, rng: np.random.Generator | None = None
+    image: Image.Image, resolution: int | tuple[int, int], random_crop: bool = False, flip: bool = False,
+    rng: np.random.Generator | None = None,
 ) -> torch.Tensor:
     """Resize the shorter side to ``resolution``, crop a square (centre, or random), mirror half of the time
     with ``flip``, scale to [-1, 1]. ``rng`` drives the random choices so that they replay exactly on resume."""
@@ -37,21 +38,25 @@ def preprocess(
 
 
 def augment(
-    image: Image.Image, resolution: int, random_crop: bool = False, flip: bool = False, rng: np.random.Generator | None = None
+    image: Image.Image, size: int | tuple[int, int], random_crop: bool = False, flip: bool = False,
+    rng: np.random.Generator | None = None,
 ) -> tuple[torch.Tensor, bool]:
-    """``preprocess``, also saying whether the image was mirrored (the latent cache keeps both sides)."""
+    """``preprocess`` to ``size`` (a square side, or (width, height) of an aspect-ratio bucket): scale to cover
+    it, crop the rest; also say whether the image was mirrored (the latent cache keeps both sides)."""
     rng = rng or np.random.default_rng()
     image = to_rgb(image)
+    out_width, out_height = (size, size) if isinstance(size, int) else size
     width, height = image.size
-    scale = resolution / min(width, height)
+    scale = max(out_width / width, out_height / height)
     if scale != 1.0:
-        image = image.resize((max(resolution, round(width * scale)), max(resolution, round(height * scale))), Image.BICUBIC)
+        image = image.resize((max(out_width, round(width * scale)), max(out_height, round(height * scale))),
+                             Image.BICUBIC)
     width, height = image.size
     if random_crop:
-        left, top = int(rng.integers(width - resolution + 1)), int(rng.integers(height - resolution + 1))
+        left, top = int(rng.integers(width - out_width + 1)), int(rng.integers(height - out_height + 1))
     else:
-        left, top = (width - resolution) // 2, (height - resolution) // 2
-    image = image.crop((left, top, left + resolution, top + resolution))
+        left, top = (width - out_width) // 2, (height - out_height) // 2
+    image = image.crop((left, top, left + out_width, top + out_height))
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     mirrored = bool(flip and rng.random() < 0.5)
     if mirrored:

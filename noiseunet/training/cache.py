@@ -17,6 +17,7 @@ from accelerate import Accelerator
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from tqdm.auto import tqdm
 
+from ..data.batches import BatchSource
 from ..data.captioned import CaptionedSource, flat_captions
 from ..data.transforms import preprocess
 from ..text import encode_prompts
@@ -38,8 +39,8 @@ class FrozenFeatureCache:
         """(B, C, h, w) scaled latents drawn with ``generator``, or None when latents are not cached."""
         if self.latent_parameters is None:
             return None
-        sides = [int(mirrored) for mirrored in batch["mirrored"]]
-        parameters = self.latent_parameters[batch["indices"], sides].to(device)
+        parameters = torch.stack([self.latent_parameters[index][int(mirrored)]
+                                  for index, mirrored in zip(batch["indices"], batch["mirrored"])]).to(device)
         return DiagonalGaussianDistribution(parameters).sample(generator) * self.scaling_factor
 
     def context(self, captions: list[str], device: torch.device) -> torch.Tensor | None:
@@ -49,10 +50,11 @@ class FrozenFeatureCache:
         return torch.stack([self.text_states[caption] for caption in captions]).to(device)
 
 
-def build_cache(config: TrainConfig, parts: Components, source: CaptionedSource | None,
+def build_cache(config: TrainConfig, parts: Components, batches: BatchSource,
                 accelerator: Accelerator) -> FrozenFeatureCache | None:
     """The cache for this run, or None: off with --no-cache, for streams and the endless shapes data
-    (``source`` None), and when nothing is frozen."""
+    (no ``finite_source``), and when nothing is frozen."""
+    source = batches.finite_source()
     if not config.cache or source is None:
         return None
     cache_latents = parts.vae is not None and not config.random_crop
@@ -60,37 +62,51 @@ def build_cache(config: TrainConfig, parts: Components, source: CaptionedSource 
     if not (cache_latents or cache_text):
         return None
     with torch.no_grad(), accelerator.autocast():
-        latents = _latent_parameters(config, parts, source, accelerator) if cache_latents else None
+        latents = _latent_parameters(config, parts, source, batches, accelerator) if cache_latents else None
         texts = _text_states(parts, source, accelerator) if cache_text else None
     scaling = parts.vae.config.scaling_factor if parts.vae is not None else 1.0
     return FrozenFeatureCache(latents, scaling, texts)
 
 
-def _latent_parameters(config: TrainConfig, parts: Components, source: CaptionedSource,
-                       accelerator: Accelerator) -> torch.Tensor:
-    """(items, sides, 2C, h, w): side 0 the image, side 1 its mirror (when flips are on)."""
-    sides = 2 if config.flip else 1
-    first = parts.vae.encode(preprocess(source[0]["image"], config.resolution)[None].to(accelerator.device))
-    shape = (len(source), sides, *first.latent_dist.parameters.shape[1:])
-    dtype = first.latent_dist.parameters.dtype
-    size = torch.Size(shape).numel() * dtype.itemsize
-    if size > IN_MEMORY_BYTES:
-        path = Path(config.output_dir) / "cache" / "latents.bin"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        stored = torch.from_file(str(path), shared=True, size=torch.Size(shape).numel(), dtype=dtype).view(shape)
-    else:
-        stored = torch.empty(shape, dtype=dtype)
-    bar = tqdm(total=len(source), desc="caching VAE latents", unit="image", disable=not accelerator.is_main_process)
-    for start in range(0, len(source), ENCODE_BATCH):
-        indices = range(start, min(start + ENCODE_BATCH, len(source)))
-        pixels = torch.stack([preprocess(source[i]["image"], config.resolution) for i in indices])
-        if sides == 2:
-            pixels = torch.cat([pixels, pixels.flip(-1)])
-        parameters = parts.vae.encode(pixels.to(accelerator.device)).latent_dist.parameters.cpu()
-        stored[start:start + len(indices)] = parameters.unflatten(0, (sides, len(indices))).transpose(0, 1)
-        bar.update(len(indices))
+def _latent_parameters(config: TrainConfig, parts: Components, source: CaptionedSource, batches: BatchSource,
+                       accelerator: Accelerator) -> torch.Tensor | list[torch.Tensor]:
+    """Per item, (sides, 2C, h, w): side 0 the image, side 1 its mirror (when flips are on). One tensor
+    (items, sides, 2C, h, w) when every item has the same size; a list per item in aspect-ratio buckets."""
+    sides, count = 2 if config.flip else 1, len(source)
+    sizes = [batches.image_size(i) for i in range(count)]
+    by_size = {}
+    for index, size in enumerate(sizes):
+        by_size.setdefault(size, []).append(index)
+    first = parts.vae.encode(preprocess(source[0]["image"], sizes[0])[None].to(accelerator.device)).latent_dist
+    channels, dtype = first.parameters.shape[1], first.parameters.dtype
+    factor = sizes[0][0] // first.parameters.shape[-1]
+    if len(by_size) == 1:
+        shape = (count, sides, channels, sizes[0][1] // factor, sizes[0][0] // factor)
+        stored = _storage(shape, dtype, Path(config.output_dir) / "cache" / "latents.bin")
+    else:  # ragged: kept in memory
+        stored = [None] * count
+    bar = tqdm(total=count, desc="caching VAE latents", unit="image", disable=not accelerator.is_main_process)
+    for size, indices in by_size.items():
+        for start in range(0, len(indices), ENCODE_BATCH):
+            chunk = indices[start:start + ENCODE_BATCH]
+            pixels = torch.stack([preprocess(source[i]["image"], size) for i in chunk])
+            if sides == 2:
+                pixels = torch.cat([pixels, pixels.flip(-1)])
+            parameters = parts.vae.encode(pixels.to(accelerator.device)).latent_dist.parameters.cpu()
+            for position, index in enumerate(chunk):
+                stored[index] = parameters[position::len(chunk)]  # (sides, 2C, h, w)
+            bar.update(len(chunk))
     bar.close()
     return stored
+
+
+def _storage(shape: tuple[int, ...], dtype: torch.dtype, path: Path) -> torch.Tensor:
+    """An empty tensor in memory, or memory-mapped from ``path`` when it is larger than IN_MEMORY_BYTES."""
+    count = torch.Size(shape).numel()
+    if count * dtype.itemsize <= IN_MEMORY_BYTES:
+        return torch.empty(shape, dtype=dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return torch.from_file(str(path), shared=True, size=count, dtype=dtype).view(shape)
 
 
 def _text_states(parts: Components, source: CaptionedSource, accelerator: Accelerator) -> dict[str, torch.Tensor]:

@@ -60,6 +60,8 @@ class TrainConfig:
     image_column: str = "image"
     resolution: int = 32
     random_crop: bool = False
+    # Aspect-ratio buckets of about resolution² pixels instead of square crops (data/buckets.py).
+    buckets: bool = False
     # Off by default, as in diffusers' scripts: mirroring makes digits, letters and text wrong. Never applied
     # to captions that mention left or right.
     flip: bool = False
@@ -133,6 +135,8 @@ class TrainConfig:
         if self.lora_rank is not None and self.train_text_encoder:
             raise ValueError("LoRA on the text encoder (--lora-rank with --train-text-encoder) is not built yet; "
                              "train the UNet's adapters alone, or the text encoder in full without --lora-rank")
+        if self.buckets and self.data in (None, "shapes"):
+            raise ValueError("--buckets needs --data: a folder or a datasets dataset (the built-in shapes are square)")
         if self.pretrained and (self.model or self.unet):
             raise ValueError(f"--pretrained {self.pretrained} brings its own UNet; --model and --config build a new "
                              "one (drop them, or drop --pretrained)")

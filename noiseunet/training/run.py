@@ -18,6 +18,7 @@ from torch import nn
 
 from ..data import open_source
 from ..data.batches import BatchSource, MapBatches
+from ..data.buckets import BucketBatches, bucket_sizes
 from ..data.checks import usable_samples
 from ..data.streaming import StreamedBatches, open_stream
 from ..files import replacing_folder_entries, write_json
@@ -121,7 +122,7 @@ def start_run(config: TrainConfig) -> TrainingRun:
         parts.vae.to(accelerator.device)
     ema.to(accelerator.device)
     text_encoder.train(parts.train_text_encoder)
-    cache = build_cache(config, parts, batches.finite_source(), accelerator)
+    cache = build_cache(config, parts, batches, accelerator)
 
     step, images_seen, skipped = 0, 0, 0
     checkpoint = resolve_resume(output, config.resume)
@@ -151,6 +152,8 @@ def open_batches(config: TrainConfig, rank: int = 0, world: int = 1,
     tar shards and ``--streaming``, its share of a stream (checked as it streams)."""
     streamed = open_stream(config.data, config.streaming)
     if streamed is not None:
+        if config.buckets:
+            raise ValueError(f"--buckets: --data {config.data} is a stream; buckets need every image's size ahead")
         return StreamedBatches(streamed, config.data, config.batch_size, config.resolution, config.seed, rank, world,
                                config.random_crop, config.flip, config.caption_dropout, config.image_column,
                                config.caption_column, config.on_bad_sample, config.shuffle_buffer)
@@ -159,9 +162,15 @@ def open_batches(config: TrainConfig, rank: int = 0, world: int = 1,
     workers = config.num_workers
     if workers is None:  # on a GPU, workers prepare the next batches meanwhile; on a CPU they'd take its cores
         workers = 2 if on_gpu else 0
-    return MapBatches(usable_samples(source, config.resolution, config.on_bad_sample), config.batch_size,
-                      config.resolution, config.seed, rank, world, config.random_crop, config.flip,
-                      config.caption_dropout, workers, pin_memory=on_gpu)
+    if config.buckets:  # steps of 64 pixels (8 latent pixels) at SD sizes, 8 for small pixel-space models
+        step = 64 if config.resolution >= 256 else 8
+        smallest = min(min(size) for size in bucket_sizes(config.resolution, step))  # a narrow bucket's side
+        usable = usable_samples(source, smallest, config.on_bad_sample)
+        return BucketBatches(usable, config.batch_size, config.resolution, step, config.seed, rank, world,
+                             config.random_crop, config.flip, config.caption_dropout)
+    usable = usable_samples(source, config.resolution, config.on_bad_sample)
+    return MapBatches(usable, config.batch_size, config.resolution, config.seed, rank, world, config.random_crop,
+                      config.flip, config.caption_dropout, workers, pin_memory=on_gpu)
 
 
 def _tracker_config(config: TrainConfig) -> dict:
