@@ -241,3 +241,38 @@ def test_a_folder_of_mixed_aspect_ratios_trains_in_buckets_with_the_latent_cache
     assert json.loads((output / "train_summary.json").read_text())["steps"] == 4
     with pytest.raises(ValueError, match="--buckets needs --data"):
         TrainConfig(buckets=True)
+
+
+def test_lora_on_the_text_encoder_too(tmp_path, sd_folder):
+    """--train-text-encoder with --lora-rank: adapters on CLIP's attention as well; the text encoder's base stays
+    as it was, and both files (diffusers and kohya keys) give the images of the pipeline they were trained in."""
+    from noiseunet import NoiseUNet, NoiseUNetPipeline
+
+    output = finetune(tmp_path, sd_folder, lora_rank=4, train_text_encoder=True, learning_rate=5e-2, max_steps=3,
+                      checkpoint_every=3, lora_format="kohya")
+    text = load_file(output / "checkpoints" / "step-0000003" / "model_1.safetensors")
+    base_text = load_file(sd_folder / "text_encoder" / "model.safetensors")
+    frozen = {k.replace(".base_layer", ""): v for k, v in text.items() if "lora_" not in k}
+    assert all(torch.equal(frozen[k], base_text[k]) for k in base_text)
+    assert any(v.abs().max() > 0 for k, v in text.items() if "lora_B" in k)
+    keys = load_file(output / "pytorch_lora_weights.safetensors").keys()
+    assert any(k.startswith("text_encoder.") for k in keys) and any(k.startswith("unet.") for k in keys)
+    assert any(k.startswith("lora_te_") for k in load_file(output / "lora_kohya.safetensors"))
+
+    def images(pipe):
+        pipe.set_progress_bar_config(disable=True)
+        return pipe(["a red circle on the left"], num_inference_steps=3, guidance_scale=3.0, height=32, width=32,
+                    generator=torch.Generator().manual_seed(0), output_type="np").images
+
+    def sd(weight_name):
+        pipe = StableDiffusionPipeline.from_pretrained(sd_folder, safety_checker=None, requires_safety_checker=False)
+        pipe.load_lora_weights(str(output), weight_name=weight_name)
+        return pipe
+
+    reference = images(sd("pytorch_lora_weights.safetensors"))
+    np.testing.assert_allclose(images(sd("lora_kohya.safetensors")), reference, atol=1e-4)
+    base = StableDiffusionPipeline.from_pretrained(sd_folder, safety_checker=None, requires_safety_checker=False)
+    ours = NoiseUNetPipeline(unet=NoiseUNet.from_pretrained(sd_folder, subfolder="unet"), text_encoder=base.text_encoder,
+                             tokenizer=base.tokenizer, scheduler=base.scheduler, vae=base.vae)
+    ours.load_lora_weights(str(output))
+    np.testing.assert_allclose(images(ours), reference, atol=1e-4)

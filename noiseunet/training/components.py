@@ -45,7 +45,7 @@ def build_components(config: TrainConfig, batches: BatchSource) -> Components:
     unet = denoiser(config, vae, text_encoder.config.hidden_size)
     text_encoder.requires_grad_(train_text)
     if config.lora_rank:
-        add_lora(unet, config)
+        add_lora(unet, config, text_encoder if train_text else None)
     return Components(tokenizer, text_encoder, vae, unet, noise_schedule(config, vae), train_text, bool(config.lora_rank))
 
 

@@ -46,6 +46,7 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
 
 # The attention projections: what diffusers' and kohya's LoRA scripts adapt by default.
 LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+TEXT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")  # CLIP's attention
 
 # Kept for scripts that build the trainer's shapes UNet (scripts/bench.py).
 SMALL_UNET: dict[str, Any] = MODEL_PRESETS["small"].unet
@@ -82,8 +83,9 @@ class TrainConfig:
     vae: str | None = None  # latent diffusion with this AutoencoderKL; None = --pretrained's, or pixel space
     allow_pickle: bool = False  # also load --text-encoder/--vae weights from pickle (.bin) files
     unet: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's UNet config
-    # LoRA (Hu et al. 2021) through PEFT: low-rank adapters on these UNet layers train, the base stays frozen,
-    # and the run saves pytorch_lora_weights.safetensors (the file diffusers' load_lora_weights reads).
+    # LoRA (Hu et al. 2021) through PEFT: low-rank adapters on these UNet layers train (and on the text
+    # encoder's attention with --train-text-encoder), the base stays frozen, and the run saves
+    # pytorch_lora_weights.safetensors (the file diffusers' load_lora_weights reads).
     lora_rank: int | None = None
     lora_alpha: float | None = None  # the adapters' scale is alpha / rank; None = rank (scale 1)
     lora_targets: list[str] | None = None  # None = LORA_TARGETS
@@ -132,9 +134,6 @@ class TrainConfig:
             raise ValueError("--lora-alpha, --lora-targets and --lora-format need --lora-rank")
         if self.lora_rank is not None and not self.pretrained:
             raise ValueError("--lora-rank adapts a pretrained UNet: give --pretrained")
-        if self.lora_rank is not None and self.train_text_encoder:
-            raise ValueError("LoRA on the text encoder (--lora-rank with --train-text-encoder) is not built yet; "
-                             "train the UNet's adapters alone, or the text encoder in full without --lora-rank")
         if self.buckets and self.data in (None, "shapes"):
             raise ValueError("--buckets needs --data: a folder or a datasets dataset (the built-in shapes are square)")
         if self.pretrained and (self.model or self.unet):

@@ -191,7 +191,8 @@ def finish_run(run: TrainingRun, stopped_by: int | None) -> Path:
         parts = run.parts
         with ema_weights(accelerator, parts, run.unet, run.text_encoder, run.ema) as (unet, text_encoder):
             if parts.lora:
-                save_lora(unet, output, kohya=run.config.lora_format == "kohya")
+                save_lora(unet, output, text_encoder if parts.train_text_encoder else None,
+                          kohya=run.config.lora_format == "kohya")
             else:
                 with replacing_folder_entries(output, last="model_index.json") as staging:
                     NoiseUNetPipeline(unet=unet, text_encoder=text_encoder, tokenizer=parts.tokenizer,
