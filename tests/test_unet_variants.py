@@ -394,3 +394,10 @@ def test_ip_adapter_weights_loaded_through_the_unet_loader():
                 cross_attention_kwargs=scale)
     with pytest.raises(ValueError, match="image_embeds"):
         model(sample, t, text)
+
+
+@pytest.mark.parametrize("layers", [(1, 2), (2, 1)])
+def test_per_level_layers_per_block(layers):
+    config = dict(TINY, layers_per_block=layers)
+    reference, model = pair(config)
+    assert_same(reference, model, *inputs(config))

@@ -14,6 +14,7 @@ variants live in their own modules (class_embedding.py, added_conditions.py, res
 docs/diffusers-compat.md lists what is built and what is refused.
 """
 
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -121,6 +122,9 @@ class NoiseUNet(
         if addition_embed_type not in ADDITION_EMBED_TYPES:
             raise ValueError(f"addition_embed_type={addition_embed_type!r} is not supported; "
                              f"use one of {ADDITION_EMBED_TYPES}")
+        if addition_embed_type and not (addition_time_embed_dim and projection_class_embeddings_input_dim):
+            raise ValueError("addition_embed_type='text_time' needs addition_time_embed_dim and "
+                             "projection_class_embeddings_input_dim")
 
         time_channels, time_dim = block_out_channels[0], block_out_channels[0] * 4
         make_resnet = partial(ResnetBlock, time_dim=time_dim * 2 if class_embeddings_concat else time_dim,
@@ -151,7 +155,7 @@ class NoiseUNet(
             up_attention=[self._attention(make_attention, level, level.up_transformer_layers) for level in levels[::-1]],
         )
         bottom = levels[-1]
-        middle = Level(**{**vars(bottom), "attends": True, "only_cross_attention": False})
+        middle = replace(bottom, attends=True, only_cross_attention=False)  # diffusers' mid block always attends
         self.mid_block = MidBlock(channels=bottom.width, make_resnet=make_resnet,
                                   make_attention=self._attention(make_attention, middle, bottom.down_transformer_layers))
 
