@@ -401,3 +401,13 @@ def test_per_level_layers_per_block(layers):
     config = dict(TINY, layers_per_block=layers)
     reference, model = pair(config)
     assert_same(reference, model, *inputs(config))
+
+
+def test_set_default_attn_processor_refuses_what_diffusers_refuses():
+    from diffusers.models.attention_processor import CustomDiffusionAttnProcessor
+
+    reference, model = pair(TINY)
+    for unet in (reference, model):
+        unet.set_attn_processor(CustomDiffusionAttnProcessor(train_kv=False, train_q_out=False, hidden_size=32))
+        with pytest.raises(ValueError, match="Cannot call `set_default_attn_processor`"):
+            unet.set_default_attn_processor()
