@@ -8,7 +8,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, StableDiffusionPipeline
 
 from noiseunet import NoiseUNet
 

@@ -112,8 +112,13 @@ def test_default_constructed_diffusers_unet_maps_every_weight(kwargs):
 
 def test_default_constructed_diffusers_unet_converts_and_agrees():
     """The issue's example: from_diffusers(UNet2DConditionModel(cross_attention_dim=768)) loads strictly."""
+    with torch.device("meta"):  # 860M parameters: skip diffusers' slow initialisation, fill them directly
+        reference = UNet2DConditionModel(cross_attention_dim=768)
+    reference = reference.to_empty(device="cpu").eval()
     torch.manual_seed(0)
-    reference = UNet2DConditionModel(cross_attention_dim=768).eval()
+    with torch.no_grad():
+        for name, p in reference.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.02 + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
     model = NoiseUNet.from_diffusers(reference).eval()
     assert model.config.block_out_channels == (320, 640, 1280, 1280)
     g = torch.Generator().manual_seed(1)
@@ -389,3 +394,20 @@ def test_ip_adapter_weights_loaded_through_the_unet_loader():
                 cross_attention_kwargs=scale)
     with pytest.raises(ValueError, match="image_embeds"):
         model(sample, t, text)
+
+
+@pytest.mark.parametrize("layers", [(1, 2), (2, 1)])
+def test_per_level_layers_per_block(layers):
+    config = dict(TINY, layers_per_block=layers)
+    reference, model = pair(config)
+    assert_same(reference, model, *inputs(config))
+
+
+def test_set_default_attn_processor_refuses_what_diffusers_refuses():
+    from diffusers.models.attention_processor import CustomDiffusionAttnProcessor
+
+    reference, model = pair(TINY)
+    for unet in (reference, model):
+        unet.set_attn_processor(CustomDiffusionAttnProcessor(train_kv=False, train_q_out=False, hidden_size=32))
+        with pytest.raises(ValueError, match="Cannot call `set_default_attn_processor`"):
+            unet.set_default_attn_processor()

@@ -81,8 +81,10 @@ def prepare_config(config: Mapping[str, Any], init_keys: set[str]) -> dict[str, 
 
 
 def noiseunet_from_diffusers(cls, unet: UNet2DConditionModel):
-    model = cls.from_config(unet.config)
-    model.load_state_dict(unet.state_dict(), strict=True)
+    with torch.device("meta"):  # no random initialisation of weights that are replaced at once
+        model = cls.from_config(unet.config)
+    weights = {name: tensor.detach().clone() for name, tensor in unet.state_dict().items()}
+    model.load_state_dict(weights, strict=True, assign=True)
     return _like(model, unet)
 
 

@@ -1,16 +1,20 @@
 """NoiseUNet: the text-conditioned noise predictor of Stable Diffusion, readable top to bottom.
 
-    timestep ─► sinusoidal ─► MLP ───────────────────────────── emb (into every ResnetBlock)
+    timestep ─► sinusoidal ─► MLP ─(+ class labels, + SDXL sizes)── emb (into every ResnetBlock)
     x_t ─► conv_in ─► DownBlock × L ─► MidBlock ─► UpBlock × L ─► GroupNorm, SiLU, conv_out ─► predicted noise
                         │  skips (every intermediate output)  ▲
                         └──────────── concatenated ───────────┘
     text features ─► cross-attention inside every SpatialTransformer
+    ControlNet / T2I-Adapter residuals ─► added to the skips, inside the DownBlocks and after the MidBlock
 
 Module and parameter names follow diffusers' ``UNet2DConditionModel`` (down_blocks.0.resnets.0.conv1, ...),
-so a Stable Diffusion 1.x/2.x UNet state dict loads as it is, diffusers' config files are read as they
-are, and LoRA adapters target the same ``to_q``/``to_k``/``to_v``/``to_out.0`` layers.
+so a Stable Diffusion 1.x/2.x/XL UNet state dict loads as it is, diffusers' config files are read as they
+are, and LoRA adapters target the same ``to_q``/``to_k``/``to_v``/``to_out.0`` layers. The conditioning
+variants live in their own modules (class_embedding.py, added_conditions.py, residuals.py), and
+docs/diffusers-compat.md lists what is built and what is refused.
 """
 
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -116,7 +120,11 @@ class NoiseUNet(
             reverse_transformer_layers_per_block=reverse_transformer_layers_per_block, norm_num_groups=norm_num_groups,
         )
         if addition_embed_type not in ADDITION_EMBED_TYPES:
-            raise ValueError(f"addition_embed_type={addition_embed_type!r} is not supported; use one of {ADDITION_EMBED_TYPES}")
+            raise ValueError(f"addition_embed_type={addition_embed_type!r} is not supported; "
+                             f"use one of {ADDITION_EMBED_TYPES}")
+        if addition_embed_type and not (addition_time_embed_dim and projection_class_embeddings_input_dim):
+            raise ValueError("addition_embed_type='text_time' needs addition_time_embed_dim and "
+                             "projection_class_embeddings_input_dim")
 
         time_channels, time_dim = block_out_channels[0], block_out_channels[0] * 4
         make_resnet = partial(ResnetBlock, time_dim=time_dim * 2 if class_embeddings_concat else time_dim,
@@ -147,7 +155,7 @@ class NoiseUNet(
             up_attention=[self._attention(make_attention, level, level.up_transformer_layers) for level in levels[::-1]],
         )
         bottom = levels[-1]
-        middle = Level(**{**vars(bottom), "attends": True, "only_cross_attention": False})
+        middle = replace(bottom, attends=True, only_cross_attention=False)  # diffusers' mid block always attends
         self.mid_block = MidBlock(channels=bottom.width, make_resnet=make_resnet,
                                   make_attention=self._attention(make_attention, middle, bottom.down_transformer_layers))
 
