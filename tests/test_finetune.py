@@ -276,3 +276,18 @@ def test_lora_on_the_text_encoder_too(tmp_path, sd_folder):
                              tokenizer=base.tokenizer, scheduler=base.scheduler, vae=base.vae)
     ours.load_lora_weights(str(output))
     np.testing.assert_allclose(images(ours), reference, atol=1e-4)
+
+
+def test_the_command_line_fine_tunes_with_lora(tmp_path, sd_folder):
+    from test_cli import noiseunet
+
+    data = tmp_path / "data"
+    shapes_folder(data)
+    noiseunet("train", "--pretrained", str(sd_folder), "--data", str(data), "--resolution", "16", "--batch-size", "2",
+              "--max-steps", "2", "--max-minutes", "0", "--mixed-precision", "no", "--report-to", "none",
+              "--lora-rank", "2", "--lora-targets", "to_q,to_v", "--lora-format", "kohya", "--output", str(tmp_path / "run"))
+    keys = load_file(tmp_path / "run" / "pytorch_lora_weights.safetensors").keys()
+    assert {k.split(".lora")[0].rsplit(".", 1)[1] for k in keys} == {"to_q", "to_v"}
+    assert (tmp_path / "run" / "lora_kohya.safetensors").exists()
+    bad = noiseunet("train", "--data", str(data), "--lora-rank", "2", check=False)
+    assert bad.returncode and bad.stderr.strip().endswith("--lora-rank adapts a pretrained UNet: give --pretrained")

@@ -156,7 +156,8 @@ def plot_loss(steps: list[int], losses: list[float], lrs: list[float | None] | N
     from matplotlib import pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 3.6), dpi=100, layout="constrained")
-    axis.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=1, label="loss")
+    marker = "o" if len(steps) <= 20 else None  # a short run's few records stay visible
+    axis.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=1, marker=marker, label="loss")
     weight = min(0.95, 1 - 10 / max(len(losses), 10))  # about a tenth of the run
     axis.plot(steps, smoothed(losses, weight), color="tab:blue", linewidth=2, label="loss, smoothed")
     if all(l > 0 for l in losses):
@@ -166,7 +167,7 @@ def plot_loss(steps: list[int], losses: list[float], lrs: list[float | None] | N
     axis.grid(True, which="major", alpha=0.3)
     if lrs and all(lr is not None for lr in lrs):
         lr_axis = axis.twinx()
-        lr_axis.plot(steps, lrs, color="tab:orange", linewidth=1.2, label="learning rate")
+        lr_axis.plot(steps, lrs, color="tab:orange", linewidth=1.2, marker=marker, markersize=3, label="learning rate")
         lr_axis.set_ylabel("learning rate", color="tab:orange")
         lr_axis.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     axis.set_title("training loss")
