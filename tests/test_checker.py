@@ -81,3 +81,23 @@ def test_judge_rejects_wrong_specs() -> None:
             verdict = judge(sample["image"], wrong)
             assert not verdict[key] and not verdict["all"]
             assert all(verdict[k] for k in ("colour", "shape", "position") if k != key)
+
+
+@pytest.mark.parametrize("noise_sigma", [0.0, 10 / 255])
+def test_the_new_word_diamond_is_read_among_every_shape(noise_sigma: float) -> None:
+    """The fine-tuning benchmark's new word: rendered diamonds are read as diamonds (never as another shape),
+    and the built-in shapes stay what they are when diamond is a candidate too."""
+    from noiseunet.data.shapes import NEW_WORD_SHAPES
+
+    every_shape = SHAPES + NEW_WORD_SHAPES
+    rng = np.random.default_rng(7)
+    for split, count in (("new_word", 500), ("all", 500)):
+        dataset = ShapesDataset(size=32, seed=3, split=split)
+        right = 0
+        for i in range(count):
+            sample = dataset[i]
+            pixels = np.asarray(sample["image"], dtype=np.float64) + rng.normal(0, noise_sigma * 255, (32, 32, 3))
+            reading = read_image(np.clip(pixels, 0, 255).astype(np.uint8), every_shape)
+            right += reading == ShapeReading(*(getattr(sample["spec"], k) for k in ("colour", "shape", "position")))
+        assert right / count >= (0.99 if noise_sigma == 0 else 0.95), (split, right / count)
+    assert judge(render(ShapeSpec("red", "diamond", "left"))[0], ShapeSpec("red", "diamond", "left"))["all"]

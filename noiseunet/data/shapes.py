@@ -34,10 +34,12 @@ COLOURS: dict[str, RGB] = {
     "white": (240, 240, 240),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")  # triangle points upwards
+#: Shapes the built-in data never shows: words to teach a trained model by fine-tuning (split "new_word").
+NEW_WORD_SHAPES: tuple[str, ...] = ("diamond",)  # a square standing on a corner
 POSITIONS: tuple[str, ...] = ("left", "middle", "right")  # thirds of the image width
 #: Never used in training; each colour and shape here still appears with other partners.
 HELD_OUT: tuple[tuple[str, str], ...] = (("red", "triangle"), ("green", "circle"), ("blue", "square"))
-SPLITS: tuple[str, ...] = ("train", "held_out", "all")
+SPLITS: tuple[str, ...] = ("train", "held_out", "all", "new_word")
 
 _PHRASES = {"left": "on the left", "middle": "in the middle", "right": "on the right"}
 _SIDE_RANGE = (0.38, 0.48)  # object side as a fraction of the image side
@@ -55,7 +57,7 @@ class ShapeSpec:
     position: str
 
     def __post_init__(self) -> None:
-        if self.colour not in COLOURS or self.shape not in SHAPES or self.position not in POSITIONS:
+        if self.colour not in COLOURS or self.shape not in SHAPES + NEW_WORD_SHAPES or self.position not in POSITIONS:
             raise ValueError(f"unknown attribute in {self!r}")
 
     @property
@@ -72,6 +74,8 @@ def split_specs(split: str) -> list[ShapeSpec]:
     """All (colour, shape, position) specs of a split, in a fixed order."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split == "new_word":
+        return [ShapeSpec(c, s, p) for c, s, p in itertools.product(COLOURS, NEW_WORD_SHAPES, POSITIONS)]
     specs = [ShapeSpec(c, s, p) for c, s, p in itertools.product(COLOURS, SHAPES, POSITIONS)]
     if split == "all":
         return specs
@@ -108,11 +112,13 @@ def render(
 
     mask_image = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(mask_image)
-    label = 1 + SHAPES.index(spec.shape)
+    label = 1 + (SHAPES + NEW_WORD_SHAPES).index(spec.shape)
     if spec.shape == "circle":
         draw.ellipse((x0, y0, x1, y1), fill=label)
     elif spec.shape == "square":
         draw.rectangle((x0, y0, x1, y1), fill=label)
+    elif spec.shape == "diamond":
+        draw.polygon([((x0 + x1) / 2, y0), (x1, (y0 + y1) / 2), ((x0 + x1) / 2, y1), (x0, (y0 + y1) / 2)], fill=label)
     else:
         draw.polygon([(x0, y1), (x1, y1), ((x0 + x1) / 2, y0)], fill=label)
     mask = np.asarray(mask_image, dtype=np.uint8).copy()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from noiseunet.data.shapes import BACKGROUND, COLOURS, POSITIONS, ShapeSpec
+from noiseunet.data.shapes import BACKGROUND, COLOURS, POSITIONS, SHAPES, ShapeSpec
 
 #: RGB distance from BACKGROUND above which a pixel is foreground (palette colours are >= 190 away).
 FOREGROUND_THRESHOLD = 90.0
@@ -27,8 +27,10 @@ MIN_SIZE_TO_OPEN = 24
 #: A median colour further than this from every palette colour is not named.
 MAX_COLOUR_DISTANCE = 120.0
 #: (fill ratio of the bounding box, mean width of top third / bottom third) per shape,
-#: as rasterised: a circle fills pi/4 of its box, an upward triangle ~1/2 and is narrow on top.
-_PROTOTYPES = {"circle": (0.785, 1.0), "square": (1.0, 1.0), "triangle": (0.5, 0.2)}
+#: as rasterised: a circle fills pi/4 of its box, an upward triangle ~1/2 and is narrow on top;
+#: a diamond, as narrow on top as at the bottom, fills 0.645-0.68 once the opening has rounded its
+#: corners (measured on 300 renders; circles fill 0.755-0.787).
+_PROTOTYPES = {"circle": (0.785, 1.0), "square": (1.0, 1.0), "triangle": (0.5, 0.2), "diamond": (0.66, 1.0)}
 
 _PALETTE_NAMES = list(COLOURS)
 _PALETTE = np.array([COLOURS[c] for c in _PALETTE_NAMES], dtype=np.float32)
@@ -87,21 +89,23 @@ def _largest_component(foreground: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _classify_shape(blob: np.ndarray) -> str:
-    """Nearest prototype in (bounding-box fill, top/bottom width ratio) space."""
+def _classify_shape(blob: np.ndarray, shapes: tuple[str, ...]) -> str:
+    """Nearest prototype among ``shapes`` in (bounding-box fill, top/bottom width ratio) space."""
     ys, xs = np.nonzero(blob)
     height, width = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
     fill = len(ys) / float(height * width)
     row_widths = np.bincount(ys - ys.min(), minlength=height).astype(np.float64)
     third = max(1, height // 3)
     taper = min(row_widths[:third].mean() / max(row_widths[-third:].mean(), 1.0), 1.5)
-    return min(_PROTOTYPES, key=lambda s: np.hypot(fill - _PROTOTYPES[s][0], taper - _PROTOTYPES[s][1]))
+    return min(shapes, key=lambda s: np.hypot(fill - _PROTOTYPES[s][0], taper - _PROTOTYPES[s][1]))
 
 
-def read_image(image: Image.Image | np.ndarray) -> ShapeReading:
+def read_image(image: Image.Image | np.ndarray, shapes: tuple[str, ...] = SHAPES) -> ShapeReading:
     """Read the colour, shape and position of the main object in an RGB image.
 
-    ``image`` is a PIL image or an HxWx3 array of 0..255 values (uint8), of any size.
+    ``image`` is a PIL image or an HxWx3 array of 0..255 values (uint8), of any size. ``shapes`` are the
+    shapes it may be: the built-in ones, plus the new word when a fine-tuned model is asked for it (so that
+    scores of the built-in prompts do not depend on shapes they never name).
     """
     pixels = _to_array(image)
     height, width = pixels.shape[:2]
@@ -122,12 +126,12 @@ def read_image(image: Image.Image | np.ndarray) -> ShapeReading:
 
     centre_x = (np.nonzero(blob)[1].mean() + 0.5) / width  # pixel centres, in [0, 1]
     position = POSITIONS[min(int(centre_x * 3), 2)]
-    return ShapeReading(colour, _classify_shape(blob), position)
+    return ShapeReading(colour, _classify_shape(blob, shapes), position)
 
 
 def judge(image: Image.Image | np.ndarray, spec: ShapeSpec) -> dict[str, bool]:
     """Whether ``image`` shows ``spec``: one bool per attribute, and "all" for all three."""
-    reading = read_image(image)
+    reading = read_image(image, SHAPES if spec.shape in SHAPES else (*SHAPES, spec.shape))
     result = {
         "colour": reading.colour == spec.colour,
         "shape": reading.shape == spec.shape,
