@@ -74,7 +74,7 @@ def table(rows: dict[str, tuple[int, int, float]], precision: str) -> str:
     for name, (unet, text, rate) in rows.items():
         preset, (resolution, batch) = MODEL_PRESETS[name], MEASURED_AT[name]
         widths = ", ".join(str(w) for w in preset.unet["block_out_channels"])
-        text_size = f"{text / 1e6:.1f}M ({preset.text_layers} x {preset.text_hidden_size})"
+        text_size = f"{text / 1e6:.2f}M ({preset.text_layers} x {preset.text_hidden_size})"
         lines.append(f"| `{name}` | {unet / 1e6:.1f}M | {text_size} | {widths} | {resolution}x{resolution}, {batch} | "
                      f"{rate:.1f} | {preset.suits} |")
     return "\n".join(lines)
