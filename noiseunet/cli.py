@@ -40,6 +40,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       "(a folder or glob of .tar shards always streams)")
     a("--no-cache", dest="cache", action="store_false", help="encode images with the frozen VAE and captions "
       "with the frozen text encoder every step, instead of once before training")
+    a("--prior-data", default=None, help="prior preservation: also train on this data (a folder, a datasets "
+      "dataset, or 'shapes'), so a fine-tune keeps what the model knew; e.g. images the base generated with "
+      "`noiseunet sample --out-dir`")
+    a("--prior-share", type=float, default=None, help="share of each epoch from --prior-data (default 0.5)")
     a("--shuffle-buffer", type=int, default=defaults.shuffle_buffer, help="examples shuffled together when streaming")
     a("--pretrained", default=None, help="start from this pipeline: a noiseunet output folder, or a diffusers "
       "Stable Diffusion folder or hub name (its UNet, text encoder, tokenizer, VAE and noise schedule)")
@@ -125,10 +129,21 @@ def run_sample(args: argparse.Namespace) -> None:
                     args.precision, num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
     print(f"grid: {save_image(image_grid(rows, args.prompts), args.out)}")
     if args.out_dir:
-        for i, row in enumerate(rows):
-            for k, image in enumerate(row):
-                save_image(image, Path(args.out_dir) / f"prompt{i:02d}_seed{args.seed + k}.png")
-        print(f"images: {args.out_dir}")
+        save_captioned_folder(rows, args.prompts, args.seed, Path(args.out_dir))
+        print(f"images and their captions (metadata.jsonl, usable as --data or --prior-data): {args.out_dir}")
+
+
+def save_captioned_folder(rows: list[list], prompts: list[str], seed: int, folder: Path) -> None:
+    """Every generated image, and a metadata.jsonl naming its prompt: a folder `noiseunet train` reads."""
+    from .files import save_image, write_jsonl
+
+    records = []
+    for i, (row, prompt) in enumerate(zip(rows, prompts)):
+        for k, image in enumerate(row):
+            name = f"prompt{i:02d}_seed{seed + k}.png"
+            save_image(image, folder / name)
+            records.append({"file_name": name, "text": prompt})
+    write_jsonl(folder / "metadata.jsonl", records)
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
@@ -237,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     sample_parser.add_argument("--num-images", type=int, default=4, help="per prompt")
     sample_parser.add_argument("--negative-prompt", default=None)
     sample_parser.add_argument("--out", default="samples.png", help="the grid (a row per prompt)")
-    sample_parser.add_argument("--out-dir", default=None, help="also save every image here")
+    sample_parser.add_argument("--out-dir", default=None, help="also save every image here, with a metadata.jsonl "
+                               "of their prompts (a folder --data and --prior-data read)")
     sample_parser.add_argument("--lora", default=None, help="a LoRA file (or folder with pytorch_lora_weights."
                                "safetensors) to apply, in diffusers' or kohya's format")
     sample_parser.add_argument("--lora-scale", type=float, default=None, help="strength of --lora (default 1)")

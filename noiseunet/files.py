@@ -66,6 +66,13 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return Path(path)
 
 
+def write_jsonl(path: str | os.PathLike, records: list[dict]) -> Path:
+    """One JSON object per line (the metadata.jsonl of an image folder), written whole or not at all."""
+    with replacing(path) as temporary:
+        temporary.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return Path(path)
+
+
 def save_image(image: Image.Image, path: str | os.PathLike) -> Path:
     with replacing(path) as temporary:
         image.save(temporary, format=Image.registered_extensions().get(Path(path).suffix.lower(), "PNG"))

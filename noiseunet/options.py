@@ -32,12 +32,13 @@ def check_choices(config: Any) -> None:
 
 
 def check_range(name: str, value: float | None, low: float | None = None, high: float | None = None,
-                low_inclusive: bool = True) -> None:
-    """Raise ValueError unless ``value`` is None or within [low, high] (or (low, high] without low_inclusive)."""
+                low_inclusive: bool = True, high_inclusive: bool = True) -> None:
+    """Raise ValueError unless ``value`` is None or within [low, high] (open at an end that is not inclusive)."""
     if value is None:
         return
     too_low = low is not None and (value < low if low_inclusive else value <= low)
-    if too_low or (high is not None and value > high):
+    too_high = high is not None and (value > high if high_inclusive else value >= high)
+    if too_low or too_high:
         bounds = f"{'>=' if low_inclusive else '>'} {low}" if high is None else \
-            f"in {'[' if low_inclusive else '('}{low}, {high}]"
+            f"in {'[' if low_inclusive else '('}{low}, {high}{']' if high_inclusive else ')'}"
         raise ValueError(f"{name} ({cli_name(name)}) must be {bounds}; got {value!r}")

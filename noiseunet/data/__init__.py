@@ -14,21 +14,22 @@ def open_source(
     caption_column: str = "text",
     image_column: str = "image",
     seed: int = 0,
+    option: str = "--data",
 ) -> Dataset:
     """``None``/"shapes" -> the built-in shapes data; a folder with metadata -> ImageCaptionFolder;
-    a ``save_to_disk`` folder or a hub name -> HFImageCaptions."""
+    a ``save_to_disk`` folder or a hub name -> HFImageCaptions. Errors name ``option``, the argument that gave ``data``."""
     if data in (None, "shapes"):
         return ShapesDataset(size=resolution, seed=seed)
     if os.path.isdir(data) and any(os.path.exists(os.path.join(data, name)) for name in METADATA_FILES):
         return ImageCaptionFolder(data, caption_column)
     if not os.path.exists(data) and (os.path.isabs(data) or data.startswith((".", "~"))):
-        raise FileNotFoundError(f"--data {data}: no such folder")
+        raise FileNotFoundError(f"{option} {data}: no such folder")
     saved_dataset_files = ("dataset_info.json", "state.json", "dataset_dict.json")
     if os.path.isdir(data) and not any(os.path.exists(os.path.join(data, name)) for name in saved_dataset_files):
-        raise FileNotFoundError(f"--data {data}: the folder has no {' or '.join(METADATA_FILES)} "
+        raise FileNotFoundError(f"{option} {data}: the folder has no {' or '.join(METADATA_FILES)} "
                                 "and is not a saved datasets dataset")
     if os.path.exists(data) and not os.path.isdir(data):
-        raise ValueError(f"--data {data}: expected a folder, a saved dataset or a dataset name")
+        raise ValueError(f"{option} {data}: expected a folder, a saved dataset or a dataset name")
     return HFImageCaptions(data, image_column, caption_column)
 
 

@@ -72,6 +72,10 @@ class TrainConfig:
     shuffle_buffer: int = 1000  # examples shuffled together when streaming
     # Compute the latents of a frozen VAE and the states of a frozen text encoder once (training/cache.py).
     cache: bool = True
+    # Prior preservation (data/mixture.py): a second source (a folder, a datasets dataset, or "shapes") whose
+    # items make --prior-share of every epoch, so a fine-tune on a few new images keeps what the model knew.
+    prior_data: str | None = None
+    prior_share: float | None = None  # None = 0.5 with --prior-data
     # Models.
     # Start from a pipeline: a noiseunet output folder, or a diffusers Stable Diffusion folder or hub name.
     # Its UNet, text encoder, tokenizer, VAE and noise schedule are used unless the options below replace them.
@@ -134,6 +138,8 @@ class TrainConfig:
             raise ValueError("--lora-alpha, --lora-targets and --lora-format need --lora-rank")
         if self.lora_rank is not None and not self.pretrained:
             raise ValueError("--lora-rank adapts a pretrained UNet: give --pretrained")
+        if self.prior_share is not None and self.prior_data is None:
+            raise ValueError("--prior-share needs --prior-data")
         if self.buckets and self.data in (None, "shapes"):
             raise ValueError("--buckets needs --data: a folder or a datasets dataset (the built-in shapes are square)")
         if self.pretrained and (self.model or self.unet):
@@ -145,6 +151,7 @@ class TrainConfig:
                           ("offset_noise", 0), ("max_steps", 0), ("shuffle_buffer", 1), ("max_text_length", 2), ("lora_rank", 1)):
             check_range(name, getattr(self, name), low)
         check_range("caption_dropout", self.caption_dropout, 0, 1)
+        check_range("prior_share", self.prior_share, 0, 1, low_inclusive=False, high_inclusive=False)
         check_range("ema_max_decay", self.ema_max_decay, 0, 1)
         check_range("max_grad_norm", self.max_grad_norm, 0, low_inclusive=False)
         check_range("max_minutes", self.max_minutes, 0, low_inclusive=False)

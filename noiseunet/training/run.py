@@ -20,6 +20,7 @@ from ..data import open_source
 from ..data.batches import BatchSource, MapBatches
 from ..data.buckets import BucketBatches, bucket_sizes
 from ..data.checks import usable_samples
+from ..data.mixture import PriorMixture
 from ..data.streaming import StreamedBatches, open_stream
 from ..files import replacing_folder_entries, write_json
 from ..pipeline import NoiseUNetPipeline
@@ -151,6 +152,8 @@ def open_batches(config: TrainConfig, rank: int = 0, world: int = 1,
     """Batches of process ``rank`` of ``world``: a map-style source with its bad samples checked out, or, for
     tar shards and ``--streaming``, its share of a stream (checked as it streams)."""
     streamed = open_stream(config.data, config.streaming)
+    if streamed is not None and config.prior_data:
+        raise ValueError(f"--prior-data: --data {config.data} is a stream; the prior mixes into map-style data only")
     if streamed is not None:
         if config.buckets:
             raise ValueError(f"--buckets: --data {config.data} is a stream; buckets need every image's size ahead")
@@ -158,6 +161,10 @@ def open_batches(config: TrainConfig, rank: int = 0, world: int = 1,
                                config.random_crop, config.flip, config.caption_dropout, config.image_column,
                                config.caption_column, config.on_bad_sample, config.shuffle_buffer)
     source = open_source(config.data, config.resolution, config.caption_column, config.image_column, config.seed)
+    if config.prior_data:
+        prior = open_source(config.prior_data, config.resolution, config.caption_column, config.image_column,
+                            config.seed, option="--prior-data")
+        source = PriorMixture(source, prior, config.prior_share or 0.5, config.seed)
     on_gpu = device.type == "cuda"
     workers = config.num_workers
     if workers is None:  # on a GPU, workers prepare the next batches meanwhile; on a CPU they'd take its cores
