@@ -71,6 +71,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--batch-size", type=int, default=defaults.batch_size, help="per process")
     a("--gradient-accumulation-steps", type=int, default=defaults.gradient_accumulation_steps)
     a("--learning-rate", type=float, default=defaults.learning_rate)
+    a("--warmup-steps", type=int, default=defaults.warmup_steps)
+    a("--lr-cooldown", type=float, default=defaults.lr_cooldown, help="the last this share of the run (of "
+      "--max-steps or --max-minutes) the learning rate falls linearly to 0 (warmup-stable-decay; 0: constant)")
     a("--max-steps", type=int, default=None)
     a("--max-minutes", type=float, default=defaults.max_minutes, help="time budget (0 = none)")
     a("--mixed-precision", default=defaults.mixed_precision, choices=choices(TrainConfig, "mixed_precision"))

@@ -3,7 +3,9 @@
 1. The base is the main job's model (``noiseunet main``, 10 minutes on the built-in shapes; or ``--base DIR``).
 2. It is fine-tuned on ``--images`` rendered images of a shape the built-in data never shows, the diamond
    ("a red diamond on the left"), in every colour and position, for each budget of ``--budgets`` CPU-minutes,
-   with LoRA (UNet and text encoder adapters) and in full (UNet and text encoder).
+   with LoRA (UNet and text encoder adapters) and in full (UNet and text encoder). The built-in shapes are
+   replayed beside them (``--prior-data shapes``, half of every epoch): alone, the diamonds overwrite the
+   old shapes (``--prior-share 0`` shows it).
 3. Each result is scored by the pixel checker on the new prompts (every colour and position of the diamond)
    and on the built-in prompts, seen and held out, beside the base's scores: the new word should be learned
    (target >= 90% all-correct after 3 minutes) and nothing forgotten (old prompts within 2 points).
@@ -99,7 +101,10 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--images", type=int, default=200, help="rendered images of the new word")
     parser.add_argument("--images-per-prompt", type=int, default=4)
+    parser.add_argument("--prior-share", type=float, default=0.5, help="share of replayed built-in shapes (0: none)")
     parser.add_argument("--work", default=None, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--cache-timing", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time a latent fine-tuning step with and without the cache")
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
 
@@ -113,21 +118,25 @@ def main() -> None:
             for budget in args.budgets:
                 out = work / f"{mode}-{budget:g}"
                 started = time.perf_counter()
+                prior = dict(prior_data="shapes", prior_share=args.prior_share) if args.prior_share else {}
                 train(TrainConfig(output_dir=str(out), pretrained=str(base), data=str(data), max_minutes=budget,
-                                  validate_every=0, report_to="none", **MODES[mode]))
+                                  validate_every=0, report_to="none", **prior, **MODES[mode]))
                 steps = json.loads((out / "train_summary.json").read_text())["steps"]
                 rows.append((mode, budget, steps, adherence(out, args.images_per_prompt)))
                 print(f"{mode} {budget:g} min: {rows[-1][3]} ({time.perf_counter() - started:.0f} s)", flush=True)
-        times = cache_step_times(work, base)
+        times = cache_step_times(work, base) if args.cache_timing else None
 
-    lines = [f"Measured {datetime.date.today().isoformat()} on {machine()} by `python scripts/finetune_benchmark.py`.",
+    replay = f"{args.prior_share:.0%} replayed built-in shapes" if args.prior_share else "no prior"
+    lines = [f"Measured {datetime.date.today().isoformat()} on {machine()} by `python scripts/finetune_benchmark.py`"
+             f" ({args.images} diamonds, {replay}).",
              "", "| model | budget | steps | new word (diamond), all correct | built-in seen | built-in held out |",
              "|---|---|---|---|---|---|"]
     for mode, budget, steps, score in rows:
         lines.append(f"| {mode} | {f'{budget:g} min' if budget else '-'} | {steps or '-'} | {score['new']:.1%} | "
                      f"{score['seen']:.1%} | {score['held_out']:.1%} |")
-    lines += ["", f"Latent fine-tuning step (SD-shaped VAE, 128 px, batch 8, LoRA): {times['uncached']:.2f} s encoding "
-              f"every step, {times['cached']:.2f} s with the cache ({times['uncached'] / times['cached']:.1f}x)."]
+    if times:
+        lines += ["", f"Latent fine-tuning step (SD-shaped VAE, 128 px, batch 8, LoRA): {times['uncached']:.2f} s encoding "
+                  f"every step, {times['cached']:.2f} s with the cache ({times['uncached'] / times['cached']:.1f}x)."]
     table = "\n".join(lines)
     print(table)
     if args.write_readme:

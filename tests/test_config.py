@@ -22,6 +22,7 @@ from noiseunet.training.config import MODEL_PRESETS
     ("report_to", "mlflow", "report_to (--report-to) must be one of"),
     ("batch_size", 0, "batch_size (--batch-size) must be >= 1; got 0"),
     ("caption_dropout", 1.5, "caption_dropout (--caption-dropout) must be in [0, 1]; got 1.5"),
+    ("lr_cooldown", -0.1, "lr_cooldown (--lr-cooldown) must be in [0, 1]; got -0.1"),
 ])
 def test_a_wrong_option_is_a_one_line_error_when_the_config_is_built(option, value, message):
     with pytest.raises(ValueError) as error:

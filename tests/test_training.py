@@ -96,17 +96,29 @@ def test_v_prediction_run_saves_its_prediction_type(tmp_path):
     assert json.loads((output / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
 
 
-def test_resumed_run_reaches_the_same_weights(tmp_path):
-    """Stop at step 3 and resume to step 6: bitwise the weights of an uninterrupted 6-step run (float32, CPU)."""
-    train(tiny_config(tmp_path / "straight", max_steps=6))
+@pytest.mark.parametrize("cooldown", [0.0, 0.5])
+def test_resumed_run_reaches_the_same_weights(tmp_path, cooldown):
+    """Stop at step 3 and resume to step 6: bitwise the weights of an uninterrupted 6-step run (float32, CPU),
+    also while the learning rate cools down over the last 3 steps."""
+    train(tiny_config(tmp_path / "straight", max_steps=6, lr_cooldown=cooldown))
     train(tiny_config(tmp_path / "resumed", max_steps=3))
-    train(tiny_config(tmp_path / "resumed", max_steps=6, resume="latest"))
+    train(tiny_config(tmp_path / "resumed", max_steps=6, resume="latest", lr_cooldown=cooldown))
     for folder in ("unet", "text_encoder"):
         name = "diffusion_pytorch_model.safetensors" if folder == "unet" else "model.safetensors"
         a, b = (load_file(tmp_path / run / folder / name) for run in ("straight", "resumed"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
     resumed_log = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in resumed_log] == list(range(1, 7))
+
+
+def test_a_resumed_runs_time_budget_counts_the_time_before_the_stop(tmp_path):
+    """Resumed with a budget shorter than what it already trained, a run takes no more steps, and its summary
+    counts the minutes of both parts."""
+    first = train(tiny_config(tmp_path / "run", max_steps=2, checkpoint_every=2))
+    before = json.loads((first / "train_summary.json").read_text())["minutes"]
+    train(tiny_config(tmp_path / "run", max_steps=10, max_minutes=before / 2, resume="latest"))
+    summary = json.loads((first / "train_summary.json").read_text())
+    assert summary["steps"] == 2 and summary["minutes"] >= before / 2
 
 
 def test_folder_data_with_caption_lists_in_latent_space(tmp_path, vae):
@@ -139,3 +151,17 @@ def test_pretrained_text_encoder_stays_frozen(tmp_path, tokenizer, text_encoder)
     with pytest.raises(ValueError, match="cross_attention_dim=48 does not match the text encoder's hidden size 32"):
         train(tiny_config(tmp_path / "bad", text_encoder=str(tmp_path / "clip"),
                           unet={**TINY_UNET, "cross_attention_dim": 48}))
+
+
+def test_the_learning_rate_cools_down_linearly_over_the_last_share_of_the_steps(tmp_path):
+    """--lr-cooldown 0.5 of 10 steps: the rate stays at its peak for 5 steps, then falls by a fifth a step to 0
+    (each record shows the rate the next step uses). Without it, the rate stays constant."""
+    def rates(name, cooldown):
+        out = train(tiny_config(tmp_path / name, max_steps=10, learning_rate=1e-3, lr_cooldown=cooldown,
+                                report_to="none"))
+        return [json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    assert rates("wsd", 0.5) == pytest.approx([1e-3] * 5 + [8e-4, 6e-4, 4e-4, 2e-4, 0.0], abs=1e-12)
+    assert rates("constant", 0.0) == pytest.approx([1e-3] * 10)
+    with pytest.raises(ValueError, match="^--lr-cooldown needs an end to cool down to"):
+        TrainConfig(lr_cooldown=0.3, max_minutes=None)

@@ -3,7 +3,7 @@
 Text-to-image training and segmentation both use these; neither imports the other.
 """
 
-from .accelerator import any_process, make_accelerator, stop_requests
+from .accelerator import any_process, largest, make_accelerator, stop_requests
 from .run_log import RunLog, plot_loss, resolve_trackers
 
-__all__ = ["RunLog", "any_process", "make_accelerator", "plot_loss", "resolve_trackers", "stop_requests"]
+__all__ = ["RunLog", "any_process", "largest", "make_accelerator", "plot_loss", "resolve_trackers", "stop_requests"]

@@ -28,9 +28,14 @@ def make_accelerator(mixed_precision: str, **kwargs) -> Accelerator:
 
 def any_process(accelerator: Accelerator, flag: bool) -> bool:
     """Whether ``flag`` holds on any process: out of time or asked to stop, every process stops at the same step."""
+    return bool(largest(accelerator, float(flag)))
+
+
+def largest(accelerator: Accelerator, value: float) -> float:
+    """The largest of every process's ``value``: one number all processes agree on (clocks differ)."""
     if accelerator.num_processes == 1:
-        return flag
-    return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), reduction="max").item())
+        return value
+    return accelerator.reduce(torch.tensor([value], device=accelerator.device), reduction="max").item()
 
 
 class StopRequest:

@@ -49,13 +49,14 @@ class RunLog:
     """
 
     def __init__(self, output: Path, images_per_step: int, every: int, max_steps: float, budget_s: float,
-                 initial_step: int, enabled: bool, accelerator: Accelerator | None = None):
+                 initial_step: int, enabled: bool, accelerator: Accelerator | None = None, initial_seconds: float = 0.0):
         self.path, self.images_per_step, self.every, self.enabled = output / "metrics.jsonl", images_per_step, every, enabled
         self.accelerator = accelerator
-        self.budget_s, self.start = budget_s, time.perf_counter()
+        now = time.perf_counter()
+        self.budget_s, self.start = budget_s, now - initial_seconds  # a resumed run's clock goes on
         if enabled:
             self._keep_records_up_to(initial_step)
-        self.last_time, self.last_written, self.last_step = self.start, initial_step, initial_step
+        self.last_time, self.last_written, self.last_step = now, initial_step, initial_step
         self.losses, self.grad_norms, self.skipped, self.lr = [], [], 0, None
         self.bar = tqdm(total=None if max_steps == math.inf else int(max_steps), initial=initial_step, unit="step",
                         desc="training", disable=not enabled, dynamic_ncols=True)

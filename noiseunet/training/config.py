@@ -109,6 +109,10 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-3
     warmup_steps: int = 100
+    # Warmup-stable-decay (Hägele et al. 2024): over the last this share of the run (of --max-steps, or of
+    # --max-minutes, whichever ends it first) the learning rate falls linearly to 0. A budgeted run then ends
+    # annealed, whenever its budget ends; 0 keeps it constant.
+    lr_cooldown: float = 0.0
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     ema_power: float = 0.75  # EMA warmup: decay = 1 - (1 + step)^-power, capped at ema_max_decay
@@ -151,6 +155,9 @@ class TrainConfig:
                           ("offset_noise", 0), ("max_steps", 0), ("shuffle_buffer", 1), ("max_text_length", 2), ("lora_rank", 1)):
             check_range(name, getattr(self, name), low)
         check_range("caption_dropout", self.caption_dropout, 0, 1)
+        check_range("lr_cooldown", self.lr_cooldown, 0, 1)
+        if self.lr_cooldown and self.max_steps is None and self.max_minutes is None:
+            raise ValueError("--lr-cooldown needs an end to cool down to: --max-steps or --max-minutes")
         check_range("prior_share", self.prior_share, 0, 1, low_inclusive=False, high_inclusive=False)
         check_range("ema_max_decay", self.ema_max_decay, 0, 1)
         check_range("max_grad_norm", self.max_grad_norm, 0, low_inclusive=False)

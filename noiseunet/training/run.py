@@ -24,7 +24,7 @@ from ..data.mixture import PriorMixture
 from ..data.streaming import StreamedBatches, open_stream
 from ..files import replacing_folder_entries, write_json
 from ..pipeline import NoiseUNetPipeline
-from ..runtime import RunLog, make_accelerator, resolve_trackers
+from ..runtime import RunLog, largest, make_accelerator, resolve_trackers
 from .cache import FrozenFeatureCache, build_cache
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .components import Components, build_components
@@ -71,9 +71,23 @@ class TrainingRun:
     def out_of_time(self) -> bool:
         return self.config.max_minutes is not None and self.log.elapsed >= self.config.max_minutes * 60
 
+    @property
+    def progress(self) -> float:
+        """How far the run is towards whichever of its step and time budgets ends it first (0 without one)."""
+        steps = self.step / self.config.max_steps if self.config.max_steps else 0.0
+        time = self.log.elapsed / (self.config.max_minutes * 60) if self.config.max_minutes else 0.0
+        return min(1.0, max(steps, time))
+
+    def cool_down(self) -> None:
+        """Scale the learning rate the schedule just set by the cooldown factor at this point of the run."""
+        if self.config.lr_cooldown:  # every process must set the same rate, whatever its clock says
+            factor = min(1.0, (1.0 - largest(self.accelerator, self.progress)) / self.config.lr_cooldown)
+            for group in self.optimizer.param_groups:
+                group["lr"] *= factor
+
     def save_checkpoint(self) -> Path:
         state = {"step": self.step, "images_seen": self.images_seen, "skipped": self.skipped,
-                 "processes": self.accelerator.num_processes}
+                 "processes": self.accelerator.num_processes, "seconds": self.log.elapsed}
         return save_checkpoint(self.accelerator, self.output, state, self.ema, self.parameters,
                                self.config.checkpoints_total_limit, {"stream": self.batches.state_dict()})
 
@@ -125,11 +139,12 @@ def start_run(config: TrainConfig) -> TrainingRun:
     text_encoder.train(parts.train_text_encoder)
     cache = build_cache(config, parts, batches, accelerator)
 
-    step, images_seen, skipped = 0, 0, 0
+    step, images_seen, skipped, seconds = 0, 0, 0, 0.0
     checkpoint = resolve_resume(output, config.resume)
     if checkpoint is not None:
         state, process_state = load_checkpoint(accelerator, checkpoint, ema)
         step, images_seen, skipped = state["step"], state["images_seen"], state.get("skipped", 0)
+        seconds = state.get("seconds", 0.0)  # the time budget counts the training before the stop too
         # Checkpoints of map-style data from before the batch-source protocol stored no position.
         batches.load_state_dict(process_state.get("stream", {"batches": step * config.gradient_accumulation_steps}))
         accelerator.print(f"resumed from {checkpoint} at step {step}")
@@ -138,7 +153,7 @@ def start_run(config: TrainConfig) -> TrainingRun:
     per_step = config.batch_size * accelerator.num_processes * config.gradient_accumulation_steps
     log = RunLog(output, per_step, config.log_every, config.max_steps or math.inf,
                  config.max_minutes * 60 if config.max_minutes else math.inf, step, accelerator.is_main_process,
-                 accelerator)
+                 accelerator, seconds)
     unet.train()
     return TrainingRun(
         config=config, accelerator=accelerator, batches=batches, parts=parts, unet=unet, text_encoder=text_encoder,

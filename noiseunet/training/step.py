@@ -51,14 +51,15 @@ def train_step(run: TrainingRun) -> None:
     if run.bad_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
         raise FloatingPointError(f"loss or gradients were NaN/Inf for {run.bad_in_a_row} steps in a row at step "
                                  f"{run.step}; lower --learning-rate or check the data")
+    run.step += 1
     if finite:
         run.ema.step(run.parameters)
-    run.step += 1
+        run.cool_down()  # the rate of the next step, from how far the run now is
     run.images_seen += run.images_per_step
     loss = torch.stack(losses).mean()
     if finite and accelerator.num_processes > 1:  # the whole global batch's loss, as one process would log it
         loss = accelerator.reduce(loss, reduction="mean")
-    run.log.step(run.step, loss if finite else None, run.lr_schedule.get_last_lr()[0],
+    run.log.step(run.step, loss if finite else None, run.optimizer.param_groups[0]["lr"],
                  grad_norm if finite else None)
 
 
