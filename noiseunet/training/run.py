@@ -60,8 +60,7 @@ class TrainingRun:
 
     @property
     def images_per_step(self) -> int:
-        """The global batch: every process, every accumulated micro-batch."""
-        return self.config.batch_size * self.accelerator.num_processes * self.config.gradient_accumulation_steps
+        return self.log.images_per_step
 
     @property
     def max_steps(self) -> float:
@@ -150,7 +149,7 @@ def start_run(config: TrainConfig) -> TrainingRun:
         accelerator.print(f"resumed from {checkpoint} at step {step}")
     accelerator.init_trackers("train", config=_tracker_config(config))
 
-    per_step = config.batch_size * accelerator.num_processes * config.gradient_accumulation_steps
+    per_step = config.batch_size * accelerator.num_processes * config.gradient_accumulation_steps  # global batch
     log = RunLog(output, per_step, config.log_every, config.max_steps or math.inf,
                  config.max_minutes * 60 if config.max_minutes else math.inf, step, accelerator.is_main_process,
                  accelerator, seconds)
