@@ -74,6 +74,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--warmup-steps", type=int, default=defaults.warmup_steps)
     a("--lr-cooldown", type=float, default=defaults.lr_cooldown, help="the last this share of the run (of "
       "--max-steps or --max-minutes) the learning rate falls linearly to 0 (warmup-stable-decay; 0: constant)")
+    a("--ema-power", type=float, default=defaults.ema_power, help="EMA warmup: decay = 1 - (1 + step)^-power; "
+      "lower follows the weights more closely (shorter runs)")
+    a("--ema-max-decay", type=float, default=defaults.ema_max_decay)
     a("--max-steps", type=int, default=None)
     a("--max-minutes", type=float, default=defaults.max_minutes, help="time budget (0 = none)")
     a("--mixed-precision", default=defaults.mixed_precision, choices=choices(TrainConfig, "mixed_precision"))

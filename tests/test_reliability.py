@@ -32,9 +32,9 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
             **{f"text.{k}": v for k, v in load_file(run / "text_encoder" / "model.safetensors").items()}}
 
 
-def start_training(run: Path, steps: int, resume: bool) -> subprocess.Popen:
+def start_training(run: Path, steps: int, resume: bool, options: list[str] = TRAIN_ARGS) -> subprocess.Popen:
     args = [sys.executable, "-m", "noiseunet", "train", "--output", str(run), "--max-steps", str(steps),
-            "--checkpoint-every", "3", *TRAIN_ARGS, *(["--resume", "latest"] if resume else [])]
+            "--checkpoint-every", "3", *options, *(["--resume", "latest"] if resume else [])]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
@@ -97,6 +97,28 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(t
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == list(
         range(1, steps + 1))
     assert not list(run.glob(".staging*")) and all(verify(c) is None for c in (run / "checkpoints").glob("step-*"))
+
+
+def test_a_lora_run_killed_by_sigkill_resumes_to_the_uninterrupted_adapters(tmp_path):
+    """diffusers #12689 dropped the adapters on resume. Killed mid-run, the LoRA run comes back with its
+    adapters and their optimizer state from the checkpoint and ends bitwise on the uninterrupted adapters."""
+    steps, base = 12, train(tiny_config(tmp_path / "base", max_steps=1, report_to="none"))
+    # The base brings its own UNet: drop the --unet-config of TRAIN_ARGS.
+    lora = ["--pretrained", str(base), "--lora-rank", "4", "--learning-rate", "0.05", "--train-text-encoder"]
+    options = [a for a in TRAIN_ARGS if a not in ("--unet-config", TINY)] + lora
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert start_training(straight, steps, False, options).wait() == 0
+    process = start_training(killed, steps, False, options)
+    while process.poll() is None and logged_step(killed) < 7:
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before the kill"
+    assert logged_step(killed) < steps
+    process = start_training(killed, steps, True, options)
+    assert process.wait() == 0, process.stderr.read()
+    a, b = (load_file(run / "pytorch_lora_weights.safetensors") for run in (straight, killed))
+    assert a.keys() == b.keys() and any("text_encoder" in k for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_damaged_checkpoint_is_skipped_and_named(tmp_path, caplog):
