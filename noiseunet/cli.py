@@ -68,7 +68,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--prediction-type", default=defaults.prediction_type, choices=choices(TrainConfig, "prediction_type"))
     a("--snr-gamma", type=float, default=defaults.snr_gamma, help="min-SNR-gamma weighting, e.g. 5 (default and 0: off)")
     a("--offset-noise", type=float, default=defaults.offset_noise)
-    a("--batch-size", type=int, default=defaults.batch_size, help="per process")
+    a("--batch-size", type=int, default=defaults.batch_size, help="per process (default: 32 on a CPU, 64 on a GPU)")
     a("--gradient-accumulation-steps", type=int, default=defaults.gradient_accumulation_steps)
     a("--learning-rate", type=float, default=defaults.learning_rate)
     a("--warmup-steps", type=int, default=defaults.warmup_steps)

@@ -1,7 +1,9 @@
 """Every training option, with its default and its allowed values, in one typed place; model presets."""
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
+
+import torch
 
 from ..options import check_choices, check_range
 
@@ -105,7 +107,9 @@ class TrainConfig:
     snr_gamma: float | None = None
     offset_noise: float = 0.0
     # Optimisation.
-    batch_size: int = 64  # per process
+    # Per process. None: 32 on a CPU, where short runs are short of steps (at 5 minutes on the built-in
+    # shapes, 32 gave 600 steps and 91% against 347 steps and 80% for 64), and 64 on a GPU.
+    batch_size: int | None = None
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-3
     warmup_steps: int = 100
@@ -115,7 +119,10 @@ class TrainConfig:
     lr_cooldown: float = 0.0
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
-    ema_power: float = 0.75  # EMA warmup: decay = 1 - (1 + step)^-power, capped at ema_max_decay
+    # EMA warmup: decay = 1 - (1 + step)^-power, capped at ema_max_decay. 0.5 averages over about sqrt(step)
+    # steps; 0.75 (diffusers' example) over step^0.75, a quarter of a 350-step run, which then scores the
+    # weights of 80 steps ago (80% all-correct at 5 minutes against 85% for 0.5).
+    ema_power: float = 0.5
     ema_max_decay: float = 0.999
     max_steps: int | None = None
     max_minutes: float | None = 10.0
@@ -172,6 +179,12 @@ class TrainConfig:
     def unet_config(self) -> dict[str, Any]:
         """The preset's UNet config with this run's overrides."""
         return {**self.preset.unet, **self.unet}
+
+    def for_device(self, device: torch.device) -> "TrainConfig":
+        """This config with the defaults that depend on the device filled in."""
+        if self.batch_size is not None:
+            return self
+        return replace(self, batch_size=64 if device.type == "cuda" else 32)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -114,6 +114,7 @@ def start_run(config: TrainConfig) -> TrainingRun:
         config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
         step_scheduler_with_optimizer=False, log_with=resolve_trackers(config.report_to) or None,
         project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / "logs")))
+    config = config.for_device(accelerator.device)
     set_seed(config.seed)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
