@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from noiseunet.data.shapes import ShapesDataset, evaluation_specs, split_specs
+from noiseunet.data.export import save_shapes_folder
+from noiseunet.data.shapes import evaluation_specs, split_specs
 from noiseunet.evaluation import judge
 from noiseunet.pipeline import SAMPLING, generate, load_pipeline, use_scheduler
 from noiseunet.training import TrainConfig, train
@@ -44,14 +45,7 @@ TABLE_SETTINGS = dict(batch_size=64, ema_power=0.75)
 
 def new_word_folder(root: Path, count: int, seed: int = 11, size: int = 32) -> Path:
     """``count`` rendered diamonds with their captions, as a metadata.jsonl folder."""
-    root.mkdir(parents=True, exist_ok=True)
-    data, rows = ShapesDataset(size=size, seed=seed, split="new_word"), []
-    for i in range(count):
-        item = data[i]
-        item["image"].save(root / f"{i:04d}.png")
-        rows.append({"file_name": f"{i:04d}.png", "text": item["caption"]})
-    (root / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return root
+    return save_shapes_folder(root, count, size, seed, split="new_word")
 
 
 def adherence(run: Path, images_per_prompt: int) -> dict[str, float]:

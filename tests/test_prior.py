@@ -9,6 +9,7 @@ import pytest
 from test_training import tiny_config
 
 from noiseunet.data import ImageCaptionFolder, ShapesDataset
+from noiseunet.data.export import save_shapes_folder
 from noiseunet.data.mixture import PriorMixture
 from noiseunet.training import TrainConfig, train
 from noiseunet.training.run import open_batches
@@ -16,14 +17,7 @@ from noiseunet.training.run import open_batches
 
 def captioned_folder(root, count, split="new_word", seed=5):
     """``count`` rendered images of a split (default: the diamonds the built-in data never shows)."""
-    root.mkdir(parents=True)
-    data, rows = ShapesDataset(size=16, seed=seed, split=split), []
-    for i in range(count):
-        item = data[i]
-        item["image"].save(root / f"{i}.png")
-        rows.append({"file_name": f"{i}.png", "text": item["caption"]})
-    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
+    return save_shapes_folder(root, count, size=16, seed=seed, split=split)
 
 
 def epoch_captions(config: TrainConfig, items: int) -> list[str]:
@@ -64,9 +58,9 @@ def test_a_small_prior_is_repeated_to_its_share(tmp_path):
 def test_prior_problems_and_options_are_named(tmp_path):
     data = captioned_folder(tmp_path / "new", 4)
     prior = captioned_folder(tmp_path / "prior", 3, split="train")
-    (prior / "1.png").unlink()
+    (prior / "0001.png").unlink()
     base = dict(output_dir=str(tmp_path / "out"), data=str(data), resolution=16, batch_size=2)
-    with pytest.raises(ValueError, match=r"bad sample\(s\), first: prior .*1.png \(row 2\): file not found"):
+    with pytest.raises(ValueError, match=r"bad sample\(s\), first: prior .*0001.png \(row 2\): file not found"):
         open_batches(TrainConfig(**base, prior_data=str(prior), on_bad_sample="error"))
     with pytest.raises(FileNotFoundError, match="^--prior-data ./missing: no such folder$"):
         open_batches(TrainConfig(**base, prior_data="./missing"))

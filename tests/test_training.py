@@ -10,6 +10,7 @@ from diffusers import DDPMScheduler, StableDiffusionPipeline
 from safetensors.torch import load_file
 
 from noiseunet import NoiseUNet, NoiseUNetPipeline
+from noiseunet.data.export import save_shapes_folder
 from noiseunet.training import TrainConfig, train
 from noiseunet.training.diffusion import diffusion_loss
 
@@ -47,16 +48,7 @@ def test_loss_matches_a_hand_computation(prediction_type, snr_gamma):
 
 def shapes_folder(root: Path, count: int = 36) -> Path:
     """A folder of generated image-caption pairs in the documented metadata.jsonl layout."""
-    from noiseunet.data import ShapesDataset
-
-    root.mkdir(parents=True)
-    rows = []
-    for i in range(count):
-        item = ShapesDataset(size=16, seed=1)[i]
-        item["image"].save(root / f"{i:03d}.png")
-        rows.append({"file_name": f"{i:03d}.png", "text": item["caption"]})
-    (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    return root
+    return save_shapes_folder(root, count, size=16, seed=1)
 
 
 def test_training_on_a_folder_learns_and_writes_every_output(tmp_path):
