@@ -254,7 +254,7 @@ def train_and_measure(train_folder: Path, references_folder: Path, work: Path, b
 
 def format_row(row: dict) -> str:
     distinct = row["distinct"]
-    return (f"| {row['budget']:g} min | {row['steps']} | {row['top1']:.1%} | {row['top5']:.1%} | "
+    return (f"| {row['budget']:g} min | {row['steps']} | {row['top1']:.2%} | {row['top5']:.2%} | "
             f"{row['top1'] / row['ceiling']['top1']:.0%} | {row['near_copies']:.1%} | "
             f"{'yes' if distinct['distinct'] else 'no'} ({distinct['same_pairs']} same pairs) |")
 

@@ -146,6 +146,9 @@ def test_measures_on_hand_made_images(cache, tmp_path):
 
     one_picture = rb.score(np.repeat(refs[:1], 4, axis=0), captions, refs, training, training_captions)
     assert not one_picture["distinct"]["distinct"] and one_picture["distinct"]["same_pairs"] == 6
+    assert rb.format_row({"budget": 10, "steps": 700, **one_picture}) == (
+        f"| 10 min | 700 | {one_picture['top1']:.2%} | 100.00% | {one_picture['top1']:.0%} | "
+        f"{one_picture['near_copies']:.1%} | no (6 same pairs) |")
 
 
 def test_near_copy_threshold_is_a_low_quantile_of_same_concept_distances():
