@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -119,8 +120,8 @@ HELD_OUT_SIZES: tuple[tuple[str, str], ...] = (("small", "square"), ("large", "t
 
 
 def _margin(size: int) -> int:
-    """Pixels an object keeps inside its region's border: half the least gap."""
-    return max(1, round(size * MIN_GAP / 2))
+    """Pixels an object keeps inside its region's border: half the least gap, rounded up."""
+    return max(1, math.ceil(size * MIN_GAP / 2))
 
 
 def _place(thing: ColouredShape, sides: tuple[float, float], region: tuple[int, int, int, int], size: int,
