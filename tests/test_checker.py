@@ -4,9 +4,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from noiseunet.data.compositions import BindingSpec, ColouredShape, CountSpec, RelationSpec, SizeSpec, TwoObjectsSpec
+from noiseunet.data.compositions import (
+    BindingSpec,
+    ColouredShape,
+    CountSpec,
+    RelationSpec,
+    SizeSpec,
+    TwoObjectsSpec,
+)
 from noiseunet.data.objects import Placed, paint
-from noiseunet.data.shapes import BACKGROUND, COLOURS, FAMILIES, SHAPES, ShapesDataset, ShapeSpec, render
+from noiseunet.data.shapes import (
+    BACKGROUND,
+    COLOURS,
+    FAMILIES,
+    SHAPES,
+    ShapesDataset,
+    ShapeSpec,
+    render,
+)
 from noiseunet.evaluation import ShapeReading, judge, read_image, read_instances
 from noiseunet.evaluation.checker import relation
 

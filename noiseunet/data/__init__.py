@@ -32,4 +32,4 @@ def open_source(
     return HFImageCaptions(data, image_column, caption_column)
 
 
-__all__ = ["open_source", "ShapesDataset", "ImageCaptionFolder", "HFImageCaptions"]
+__all__ = ["HFImageCaptions", "ImageCaptionFolder", "ShapesDataset", "open_source"]

@@ -24,7 +24,16 @@ from PIL import Image
 from .captioned import CaptionedSource
 from .checks import Problem
 from .compositions import COMPOSITIONS, Family
-from .objects import BACKGROUND, COLOURS, HELD_OUT, NEW_WORD_SHAPES, SHAPES, Placed, check_size, paint
+from .objects import (
+    BACKGROUND,
+    COLOURS,
+    HELD_OUT,
+    NEW_WORD_SHAPES,
+    SHAPES,
+    Placed,
+    check_size,
+    paint,
+)
 
 __all__ = ["BACKGROUND", "COLOURS", "DEFAULT_MIXTURE", "FAMILIES", "HELD_OUT", "NEW_WORD_SHAPES", "POSITIONS",
            "SAMPLE_PROMPTS", "SHAPES", "SINGLE", "SPLITS", "ShapeSpec", "ShapesDataset", "caption",

@@ -29,7 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from noiseunet.data.compositions import BindingSpec, CountSpec, PromptSpec, RelationSpec, SizeSpec, TwoObjectsSpec
+from noiseunet.data.compositions import (
+    BindingSpec,
+    CountSpec,
+    PromptSpec,
+    RelationSpec,
+    SizeSpec,
+    TwoObjectsSpec,
+)
 from noiseunet.data.objects import SHAPES
 from noiseunet.data.shapes import POSITIONS, ShapeSpec
 
