@@ -26,8 +26,8 @@ from noiseunet.data.compositions import (
 from noiseunet.data.objects import BACKGROUND, COLOURS, HELD_OUT, SHAPES
 
 FAMILY = {family.name: family for family in COMPOSITIONS}
-RED_CIRCLE, RED_SQUARE, BLUE_CIRCLE = ColouredShape("red", "circle"), ColouredShape("red", "square"), ColouredShape(
-    "blue", "circle")
+RED_CIRCLE, RED_SQUARE = ColouredShape("red", "circle"), ColouredShape("red", "square")
+BLUE_CIRCLE = ColouredShape("blue", "circle")
 YELLOW_SQUARE, PURPLE_CIRCLE = ColouredShape("yellow", "square"), ColouredShape("purple", "circle")
 
 
@@ -58,8 +58,8 @@ def test_invalid_specs_are_refused() -> None:
     for make in (lambda: ColouredShape("orange", "circle"), lambda: TwoObjectsSpec(RED_CIRCLE, RED_CIRCLE),
                  lambda: TwoObjectsSpec(RED_SQUARE, BLUE_CIRCLE), lambda: BindingSpec(RED_CIRCLE, RED_SQUARE),
                  lambda: CountSpec(5, RED_CIRCLE), lambda: CountSpec(0, RED_CIRCLE),
-                 lambda: RelationSpec(RED_CIRCLE, "near", RED_SQUARE), lambda: RelationSpec(RED_CIRCLE, "above", RED_CIRCLE),
-                 lambda: SizeSpec("medium", RED_CIRCLE)):
+                 lambda: RelationSpec(RED_CIRCLE, "near", RED_SQUARE),
+                 lambda: RelationSpec(RED_CIRCLE, "above", RED_CIRCLE), lambda: SizeSpec("medium", RED_CIRCLE)):
         with pytest.raises(ValueError):
             make()
 

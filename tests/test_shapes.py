@@ -129,8 +129,8 @@ def test_render_without_rng_is_nominal() -> None:
 
 def test_families_and_default_mixture() -> None:
     assert list(FAMILIES) == ["single", "two_objects", "counting", "colour_binding", "relative_position", "size"]
-    assert FAMILIES["single"].split("all") == split_specs("all") and FAMILIES["single"].split("new_word") == split_specs(
-        "new_word")
+    for split in ("train", "held_out", "all", "new_word"):
+        assert FAMILIES["single"].split(split) == split_specs(split)
     assert set(DEFAULT_MIXTURE) == set(FAMILIES) and abs(sum(DEFAULT_MIXTURE.values()) - 1) < 1e-9
     assert DEFAULT_MIXTURE["single"] == max(DEFAULT_MIXTURE.values()) >= 0.5  # single objects stay learnable
 

@@ -14,7 +14,7 @@ counting            "three green triangles" (one to four)          ``HELD_OUT_CO
                                                                    circles, four squares (any colour)
 colour_binding      "a yellow square and a purple circle"          ``HELD_OUT_BINDINGS``: 4 bindings whose
                                                                    colour swap is trained
-relative_position   "a red circle to the left of a blue square"    ``HELD_OUT_RELATIONS``: a triangle left of
+relative_position   "a red circle to the left of a white square"   ``HELD_OUT_RELATIONS``: a triangle left of
                                                                    a square, a circle above a triangle
 size                "a small white triangle", "a large blue        ``HELD_OUT_SIZES``: small squares, large
                     circle"                                        triangles
@@ -248,7 +248,7 @@ class CountSpec(Scene):
 
 @dataclass(frozen=True)
 class RelationSpec(Scene):
-    """Two distinct objects, the first ``relation`` the second: "a red circle to the left of a blue square"."""
+    """Two distinct objects, the first ``relation`` the second: "a red circle to the left of a white square"."""
 
     first: ColouredShape
     relation: str
@@ -349,14 +349,19 @@ class Family:
         return specs if self.evaluated is None else sample(specs, self.evaluated[held_out])
 
 
+def _swap_drawable(a: ColouredShape, b: ColouredShape) -> bool:
+    """Whether both objects of the colour swap are ``THINGS`` (neither is a held-out colour-shape pair)."""
+    return {ColouredShape(b.colour, a.shape), ColouredShape(a.colour, b.shape)} <= set(THINGS)
+
+
 #: The families of several objects (or of a sized one), in the order reports list them.
 COMPOSITIONS: tuple[Family, ...] = (
     Family("two_objects", tuple(TwoObjectsSpec(a, b) for a, b in itertools.permutations(THINGS, 2)
                                 if a.colour == b.colour or a.shape == b.shape)),
     Family("counting", tuple(CountSpec(n, t) for n in range(1, len(NUMBERS) + 1) for t in THINGS)),
     Family("colour_binding", tuple(BindingSpec(a, b) for a, b in itertools.permutations(THINGS, 2)
-                                   if a.colour != b.colour and a.shape != b.shape
-                                   and {ColouredShape(b.colour, a.shape), ColouredShape(a.colour, b.shape)} <= set(THINGS))),
-    Family("relative_position", tuple(RelationSpec(a, r, b) for r in RELATIONS for a, b in itertools.permutations(THINGS, 2))),
+                                   if a.colour != b.colour and a.shape != b.shape and _swap_drawable(a, b))),
+    Family("relative_position", tuple(RelationSpec(a, r, b) for r in RELATIONS
+                                      for a, b in itertools.permutations(THINGS, 2))),
     Family("size", tuple(SizeSpec(s, t) for s in SIZE_SIDES for t in THINGS)),
 )

@@ -31,6 +31,7 @@ from PIL import Image
 
 from noiseunet.data.compositions import (
     BindingSpec,
+    ColouredShape,
     CountSpec,
     PromptSpec,
     RelationSpec,
@@ -78,8 +79,9 @@ def _verdict(**checks: bool) -> dict[str, bool]:
     return checks
 
 
-def _named(instances: list[Instance], colour: str, shape: str) -> list[Instance]:
-    return [i for i in instances if i.colour == colour and i.shape == shape]
+def _named(instances: list[Instance], thing: ColouredShape) -> list[Instance]:
+    """The instances that are ``thing``."""
+    return [i for i in instances if (i.colour, i.shape) == (thing.colour, thing.shape)]
 
 
 def _single(image: Image.Image | np.ndarray, spec: ShapeSpec) -> dict[str, bool]:
@@ -98,8 +100,8 @@ def _size(image: Image.Image | np.ndarray, spec: SizeSpec) -> dict[str, bool]:
 
 def _two_objects(image: Image.Image | np.ndarray, spec: TwoObjectsSpec) -> dict[str, bool]:
     found = read_instances(image)
-    return _verdict(count=len(found) == 2, first=bool(_named(found, spec.first.colour, spec.first.shape)),
-                    second=bool(_named(found, spec.second.colour, spec.second.shape)))
+    return _verdict(count=len(found) == 2, first=bool(_named(found, spec.first)),
+                    second=bool(_named(found, spec.second)))
 
 
 def _colour_binding(image: Image.Image | np.ndarray, spec: BindingSpec) -> dict[str, bool]:
@@ -112,13 +114,14 @@ def _colour_binding(image: Image.Image | np.ndarray, spec: BindingSpec) -> dict[
 
 def _counting(image: Image.Image | np.ndarray, spec: CountSpec) -> dict[str, bool]:
     found = read_instances(image)
-    return _verdict(count=len(found) == spec.count, colour=bool(found) and all(i.colour == spec.thing.colour for i in found),
+    return _verdict(count=len(found) == spec.count,
+                    colour=bool(found) and all(i.colour == spec.thing.colour for i in found),
                     shape=bool(found) and all(i.shape == spec.thing.shape for i in found))
 
 
 def _relative_position(image: Image.Image | np.ndarray, spec: RelationSpec) -> dict[str, bool]:
     found = read_instances(image)
-    first, second = _named(found, spec.first.colour, spec.first.shape), _named(found, spec.second.colour, spec.second.shape)
+    first, second = _named(found, spec.first), _named(found, spec.second)
     placed = len(first) == len(second) == 1 and relation(first[0], second[0]) == spec.relation
     return _verdict(count=len(found) == 2, first=bool(first), second=bool(second), relation=placed)
 

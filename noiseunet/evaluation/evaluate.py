@@ -95,10 +95,11 @@ def _picture(report: dict, jobs: list, images: list[list[Image.Image]], verdicts
     blocks = []
     for name, task in report["tasks"].items():
         rows = [i for i, (n, _, _) in enumerate(jobs) if n == name]
-        title = f"{name}: seen {task['seen']['all_correct']:.1%} all correct, held out {task['held_out']['all_correct']:.1%}"
-        blocks.append(image_grid([images[i] for i in rows],
-                                 [f"{'[held out] ' if jobs[i][1] == 'held_out' else ''}{jobs[i][2].caption}" for i in rows],
-                                 [[v["all"] for v in verdicts[i]] for i in rows], cell=48, label_width=280, title=title))
+        title = (f"{name}: seen {task['seen']['all_correct']:.1%} all correct, "
+                 f"held out {task['held_out']['all_correct']:.1%}")
+        labels = [f"{'[held out] ' if jobs[i][1] == 'held_out' else ''}{jobs[i][2].caption}" for i in rows]
+        blocks.append(image_grid([images[i] for i in rows], labels, [[v["all"] for v in verdicts[i]] for i in rows],
+                                 cell=48, label_width=280, title=title))
     return stack(blocks, title=f"mean over families: seen {report['seen']['all_correct']:.1%} all correct, held out "
                  f"{report['held_out']['all_correct']:.1%} ({settings['scheduler']}, {settings['steps']} steps, "
                  f"guidance {settings['guidance_scale']})")
