@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from .data.shapes import SAMPLE_PROMPTS
+from .data.shapes import FAMILIES, SAMPLE_PROMPTS
 from .options import literal_choices
 from .pipeline import SAMPLING
 from .training.config import MODEL_PRESETS, TrainConfig
@@ -157,7 +157,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
     report = evaluate(args.dir, args.images_per_prompt, args.scheduler, args.steps, args.guidance_scale, args.seed,
                       args.batch_size, allow_pickle=args.allow_pickle, device=args.device,
-                      precision=args.precision)
+                      precision=args.precision, families=args.families)
     print(format_report(report))
     print(f"report: {Path(args.dir) / 'evaluation.json'}, picture: {Path(args.dir) / 'evaluation.png'}")
 
@@ -176,16 +176,18 @@ def run_check_data(args: argparse.Namespace) -> None:
 
 
 def run_main(args: argparse.Namespace) -> None:
-    """Train on the built-in shapes for the budget, draw a grid of prompts, evaluate adherence."""
+    """Train on the built-in shapes (``DEFAULT_MIXTURE`` of the task families) for the budget, draw a grid of
+    prompts, evaluate adherence on every family."""
     from .training import train
 
     output = train(train_config(args))
-    sampling = dict(scheduler=SAMPLING.scheduler, steps=SAMPLING.steps, guidance_scale=SAMPLING.guidance_scale,
-                    seed=SAMPLING.seed, allow_pickle=False, device=None, precision="auto")
+    sampling = {"scheduler": SAMPLING.scheduler, "steps": SAMPLING.steps, "guidance_scale": SAMPLING.guidance_scale,
+                "seed": SAMPLING.seed, "allow_pickle": False, "device": None, "precision": "auto"}
     run_sample(argparse.Namespace(dir=output, prompts=list(SAMPLE_PROMPTS), num_images=6, negative_prompt=None,
                                   out=str(output / "samples.png"), out_dir=None, batch_size=64, lora=None,
                                   lora_scale=None, **sampling))
-    run_evaluate(argparse.Namespace(dir=output, images_per_prompt=args.images_per_prompt, batch_size=128, **sampling))
+    run_evaluate(argparse.Namespace(dir=output, images_per_prompt=args.images_per_prompt, batch_size=128,
+                                    families=None, **sampling))
 
 
 def run_segment_train(args: argparse.Namespace) -> None:
@@ -269,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     evaluate_parser = commands.add_parser("evaluate", help="measure prompt adherence on the shapes prompts")
     evaluate_parser.add_argument("dir")
     evaluate_parser.add_argument("--images-per-prompt", type=int, default=4)
+    evaluate_parser.add_argument("--families", nargs="+", default=None, choices=list(FAMILIES),
+                                 help="evaluate only these task families (default: all)")
     add_sampling_arguments(evaluate_parser)
     evaluate_parser.set_defaults(run=run_evaluate)
 

@@ -1,4 +1,5 @@
-"""Labelled image grids: one row per prompt, the prompt written on the left, optional right/wrong marks."""
+"""Labelled image grids: one row per prompt, the prompt written on the left, optional right/wrong marks; grids
+stacked under one another (a titled block per task family)."""
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -30,3 +31,17 @@ def image_grid(
             if marks is not None:
                 draw.rectangle((x, y, x + cell - 1, y + cell - 1), outline=GOOD if marks[i][j] else BAD, width=3)
     return grid
+
+
+def stack(images: list[Image.Image], title: str | None = None, gap: int = 8) -> Image.Image:
+    """``images`` one above the other on white, left-aligned, ``gap`` pixels apart, under an optional title."""
+    top = 24 if title else 0
+    width = max(image.width for image in images)
+    canvas = Image.new("RGB", (width, top + sum(image.height for image in images) + gap * (len(images) - 1)), "white")
+    if title:
+        ImageDraw.Draw(canvas).text((4, 6), title, fill="black", font=ImageFont.load_default())
+    y = top
+    for image in images:
+        canvas.paste(image, (0, y))
+        y += image.height + gap
+    return canvas

@@ -1,17 +1,23 @@
-"""The command line end to end, at a tiny budget: the main job's plumbing, sample and evaluate."""
+"""The command line end to end, at a tiny budget: the main job's plumbing (every task family scored), sample
+and evaluate."""
 
 import json
 import os
 import subprocess
 import sys
 
-TINY = json.dumps(dict(block_out_channels=[32, 32], down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
-                       up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], attention_head_dim=2))
+import pytest
+
+from noiseunet.data.shapes import FAMILIES
+
+TINY = json.dumps({"block_out_channels": [32, 32], "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+                   "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "attention_head_dim": 2})
 
 
 def noiseunet(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "noiseunet", *args], capture_output=True, text=True, env=env)
+    result = subprocess.run([sys.executable, "-m", "noiseunet", *args], capture_output=True, text=True, env=env,
+                            check=False)
     if check and result.returncode:
         raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
@@ -24,9 +30,20 @@ def test_main_job_trains_samples_and_evaluates(tmp_path):
     for name in ("samples.png", "evaluation.json", "evaluation.png", "unet", "train_summary.json"):
         assert (out / name).exists(), name
     report = json.loads((out / "evaluation.json").read_text())
+    assert list(report["tasks"]) == list(FAMILIES)  # the main job trains on the mixture and scores every family
     for split in ("seen", "held_out"):
         assert 0 <= report[split]["all_correct"] <= 1 and report[split]["images"] > 0
+        scores = [report["tasks"][family][split]["all_correct"] for family in FAMILIES]
+        assert report[split]["all_correct"] == pytest.approx(sum(scores) / len(scores))
+    assert report["tasks"]["single"]["seen"]["prompts"] == 45 and report["tasks"]["single"]["held_out"]["prompts"] == 9
+    assert report["tasks"]["colour_binding"]["held_out"]["prompts"] == 8
+    assert {"shapes", "colours", "binding"} <= set(report["tasks"]["colour_binding"]["seen"])
     assert "held_out" in result.stdout and "evaluation.png" in result.stdout
+    assert all(any(line.startswith(family) for line in result.stdout.splitlines()) for family in FAMILIES)
+
+    noiseunet("evaluate", str(out), "--families", "counting", "size", "--images-per-prompt", "1", "--steps", "2",
+              "--device", "cpu")
+    assert list(json.loads((out / "evaluation.json").read_text())["tasks"]) == ["counting", "size"]
 
     noiseunet("sample", str(out), "a red circle on the left", "a blue square", "--num-images", "2", "--steps", "2",
               "--scheduler", "ddim", "--out", str(tmp_path / "grid.png"), "--out-dir", str(tmp_path / "single"),

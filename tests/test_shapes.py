@@ -1,4 +1,4 @@
-"""The procedural shapes dataset: determinism, splits, and pixel-exact masks."""
+"""The procedural shapes dataset: determinism, splits, pixel-exact masks, and mixtures of task families."""
 
 import numpy as np
 import pytest
@@ -6,6 +6,8 @@ import pytest
 from noiseunet.data.shapes import (
     BACKGROUND,
     COLOURS,
+    DEFAULT_MIXTURE,
+    FAMILIES,
     HELD_OUT,
     POSITIONS,
     SHAPES,
@@ -14,6 +16,7 @@ from noiseunet.data.shapes import (
     caption,
     evaluation_specs,
     render,
+    split_specs,
 )
 
 
@@ -122,3 +125,45 @@ def test_render_without_rng_is_nominal() -> None:
     assert np.array_equal(np.asarray(a), np.asarray(b)) and np.array_equal(mask_a, mask_b)
     with pytest.raises(ValueError):
         render(spec, size=8)
+
+
+def test_families_and_default_mixture() -> None:
+    assert list(FAMILIES) == ["single", "two_objects", "counting", "colour_binding", "relative_position", "size"]
+    for split in ("train", "held_out", "all", "new_word"):
+        assert FAMILIES["single"].split(split) == split_specs(split)
+    assert set(DEFAULT_MIXTURE) == set(FAMILIES) and abs(sum(DEFAULT_MIXTURE.values()) - 1) < 1e-9
+    assert DEFAULT_MIXTURE["single"] == max(DEFAULT_MIXTURE.values()) >= 0.5  # single objects stay learnable
+
+
+def test_mixture_draws_families_by_weight_and_only_training_prompts() -> None:
+    ds = ShapesDataset(size=32, seed=4, mixture={"single": 3, "counting": 1})
+    items = [ds[i] for i in range(800)]
+    share = sum(item["spec"].family == "counting" for item in items) / len(items)
+    assert abs(share - 0.25) < 0.05, share
+    assert all(not item["spec"].held_out for item in items)
+    assert all(item["caption"] == item["spec"].caption for item in items)
+    assert _same(ds[17], ShapesDataset(size=32, seed=4, mixture={"single": 3, "counting": 1})[17])
+    held = ShapesDataset(size=32, seed=4, split="held_out", mixture=DEFAULT_MIXTURE)
+    assert all(held[i]["spec"].held_out for i in range(200))
+    assert {held[i]["spec"].family for i in range(200)} == set(FAMILIES)
+
+
+def test_one_family_mixture_draws_what_the_family_alone_draws() -> None:
+    """Each sample's family comes from a stream of its own, so naming one family changes nothing."""
+    for split in ("train", "all"):
+        alone, mixed = ShapesDataset(seed=2, split=split), ShapesDataset(seed=2, split=split, mixture={"single": 0.5})
+        assert all(_same(alone[i], mixed[i]) for i in range(50))
+
+
+def test_bad_mixtures_are_refused() -> None:
+    for mixture in ({"single": 1, "colour": 1}, {"single": 0}, {"counting": -1}):
+        with pytest.raises(ValueError):
+            ShapesDataset(mixture=mixture)
+    with pytest.raises(ValueError):
+        ShapesDataset(split="new_word", mixture={"single": 1, "counting": 1})  # only single objects have new words
+
+
+def test_captions_cover_every_family() -> None:
+    captions = ShapesDataset().captions()
+    assert set(captions) == {spec.caption for family in FAMILIES.values() for spec in family.specs}
+    assert "three green triangles" in captions and "a red circle on the left" in captions

@@ -5,7 +5,7 @@ import os
 from torch.utils.data import Dataset
 
 from .captioned import METADATA_FILES, HFImageCaptions, ImageCaptionFolder
-from .shapes import ShapesDataset
+from .shapes import DEFAULT_MIXTURE, ShapesDataset
 
 
 def open_source(
@@ -16,10 +16,11 @@ def open_source(
     seed: int = 0,
     option: str = "--data",
 ) -> Dataset:
-    """``None``/"shapes" -> the built-in shapes data; a folder with metadata -> ImageCaptionFolder;
-    a ``save_to_disk`` folder or a hub name -> HFImageCaptions. Errors name ``option``, the argument that gave ``data``."""
+    """``None``/"shapes" -> the built-in shapes data (its task families in ``DEFAULT_MIXTURE``); a folder
+    with metadata -> ImageCaptionFolder; a ``save_to_disk`` folder or a hub name -> HFImageCaptions.
+    Errors name ``option``, the argument that gave ``data``."""
     if data in (None, "shapes"):
-        return ShapesDataset(size=resolution, seed=seed)
+        return ShapesDataset(size=resolution, seed=seed, mixture=DEFAULT_MIXTURE)
     if os.path.isdir(data) and any(os.path.exists(os.path.join(data, name)) for name in METADATA_FILES):
         return ImageCaptionFolder(data, caption_column)
     if not os.path.exists(data) and (os.path.isabs(data) or data.startswith((".", "~"))):
@@ -33,4 +34,4 @@ def open_source(
     return HFImageCaptions(data, image_column, caption_column)
 
 
-__all__ = ["open_source", "ShapesDataset", "ImageCaptionFolder", "HFImageCaptions"]
+__all__ = ["HFImageCaptions", "ImageCaptionFolder", "ShapesDataset", "open_source"]

@@ -1,44 +1,45 @@
 """Procedural coloured-shapes captioned images: a download-free text-to-image task.
 
-Every image holds exactly one flat-coloured shape on a flat background. That keeps the
-task easy enough for a tiny diffusion model trained on a CPU in minutes, and lets
-``noiseunet.evaluation.checker`` read colour, shape and position back from the pixels
-to score whether a generated image obeys its prompt. A few colour-shape pairs
-(``HELD_OUT``) never appear in training, to test compositional generalisation.
+The ``single`` family -- what every image was before there were families -- holds exactly one
+flat-coloured shape on a flat background, named by colour, shape and position ("a red circle on
+the left"). That keeps the task easy enough for a tiny diffusion model trained on a CPU in minutes,
+and lets ``noiseunet.evaluation.checker`` read colour, shape and position back from the pixels to
+score whether a generated image obeys its prompt. A few colour-shape pairs (``HELD_OUT``) never
+appear in training, to test compositional generalisation. ``compositions.py`` adds the families of
+several objects (two objects, counting, colour binding, relative position) and of sizes;
+``ShapesDataset`` draws from any mixture of them (``DEFAULT_MIXTURE`` for the main job).
 """
 
 from __future__ import annotations
 
 import itertools
 import operator
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from .captioned import CaptionedSource
 from .checks import Problem
+from .compositions import COMPOSITIONS, Family
+from .objects import (
+    BACKGROUND,
+    COLOURS,
+    HELD_OUT,
+    NEW_WORD_SHAPES,
+    SHAPES,
+    Placed,
+    check_size,
+    paint,
+)
 
-RGB = tuple[int, int, int]
+__all__ = ["BACKGROUND", "COLOURS", "DEFAULT_MIXTURE", "FAMILIES", "HELD_OUT", "NEW_WORD_SHAPES", "POSITIONS",
+           "SAMPLE_PROMPTS", "SHAPES", "SINGLE", "SPLITS", "ShapeSpec", "ShapesDataset", "caption",
+           "evaluation_specs", "render", "split_specs"]
 
-#: Flat black background; every palette colour is >= 190 RGB units away from it,
-#: so foreground is a simple distance threshold.
-BACKGROUND: RGB = (0, 0, 0)
-#: Six colours with ordinary names, pairwise >= 140 RGB units apart.
-COLOURS: dict[str, RGB] = {
-    "red": (220, 40, 40),
-    "green": (40, 180, 60),
-    "blue": (40, 80, 220),
-    "yellow": (230, 210, 40),
-    "purple": (180, 50, 220),
-    "white": (240, 240, 240),
-}
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle")  # triangle points upwards
-#: Shapes the built-in data never shows: words to teach a trained model by fine-tuning (split "new_word").
-NEW_WORD_SHAPES: tuple[str, ...] = ("diamond",)  # a square standing on a corner
 POSITIONS: tuple[str, ...] = ("left", "middle", "right")  # thirds of the image width
-#: Never used in training; each colour and shape here still appears with other partners.
-HELD_OUT: tuple[tuple[str, str], ...] = (("red", "triangle"), ("green", "circle"), ("blue", "square"))
 SPLITS: tuple[str, ...] = ("train", "held_out", "all", "new_word")
 
 _PHRASES = {"left": "on the left", "middle": "in the middle", "right": "on the right"}
@@ -50,11 +51,12 @@ _MARGIN = 0.04  # the object centre keeps this far (fraction) from the thirds' b
 
 @dataclass(frozen=True)
 class ShapeSpec:
-    """What one image shows: the three attributes a caption names."""
+    """What one image of the single family shows: the three attributes a caption names."""
 
     colour: str
     shape: str
     position: str
+    family: ClassVar[str] = "single"
 
     def __post_init__(self) -> None:
         if self.colour not in COLOURS or self.shape not in SHAPES + NEW_WORD_SHAPES or self.position not in POSITIONS:
@@ -64,28 +66,44 @@ class ShapeSpec:
     def caption(self) -> str:
         return f"a {self.colour} {self.shape} {_PHRASES[self.position]}"
 
+    @property
+    def held_out(self) -> bool:
+        return (self.colour, self.shape) in HELD_OUT
+
+    def render(self, size: int = 32, rng: np.random.Generator | None = None) -> tuple[Image.Image, np.ndarray]:
+        return render(self, size, rng)
+
 
 def caption(spec: ShapeSpec) -> str:
     """The prompt for ``spec``, e.g. "a red circle on the left"."""
     return spec.caption
 
 
+def _every_spec(shapes: tuple[str, ...]) -> tuple[ShapeSpec, ...]:
+    return tuple(ShapeSpec(c, s, p) for c, s, p in itertools.product(COLOURS, shapes, POSITIONS))
+
+
+#: One object named by colour, shape and position; evaluation scores every one of its prompts.
+SINGLE = Family("single", _every_spec(SHAPES), evaluated=None, new_word=_every_spec(NEW_WORD_SHAPES))
+#: Every task family of the built-in data, by name, in the order reports list them.
+FAMILIES: dict[str, Family] = {family.name: family for family in (SINGLE, *COMPOSITIONS)}
+#: What the main job (and ``--data shapes``) trains on: mostly single objects, so that those stay learnable
+#: in the main job's 10 CPU-minutes as before, and a twelfth of each other family, enough to see every
+#: family's words and layouts thousands of times in that budget. Chosen, not tuned.
+DEFAULT_MIXTURE: dict[str, float] = {"single": 0.6, "two_objects": 0.08, "counting": 0.08, "colour_binding": 0.08,
+                                     "relative_position": 0.08, "size": 0.08}
+
+
 def split_specs(split: str) -> list[ShapeSpec]:
-    """All (colour, shape, position) specs of a split, in a fixed order."""
+    """All (colour, shape, position) specs of a split of the single family, in a fixed order."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if split == "new_word":
-        return [ShapeSpec(c, s, p) for c, s, p in itertools.product(COLOURS, NEW_WORD_SHAPES, POSITIONS)]
-    specs = [ShapeSpec(c, s, p) for c, s, p in itertools.product(COLOURS, SHAPES, POSITIONS)]
-    if split == "all":
-        return specs
-    want_held_out = split == "held_out"
-    return [s for s in specs if ((s.colour, s.shape) in HELD_OUT) == want_held_out]
+    return SINGLE.split(split)
 
 
 def evaluation_specs(held_out: bool) -> list[ShapeSpec]:
-    """Every seen (held_out=False) or held-out (held_out=True) spec, in a fixed order."""
-    return split_specs("held_out" if held_out else "train")
+    """Every seen (held_out=False) or held-out (held_out=True) spec of the single family, in a fixed order."""
+    return SINGLE.evaluation_specs(held_out)
 
 
 def render(
@@ -98,8 +116,7 @@ def render(
     position (the centre stays in its third, the object inside the image); with
     ``rng=None`` the object has its nominal size and place, so rendering is repeatable.
     """
-    if not 16 <= size <= 128:
-        raise ValueError(f"size must be in 16..128, got {size}")
+    check_size(size)
     u = rng.random(3) if rng is not None else np.full(3, 0.5)
     side = max(3, round(size * (_SIDE_RANGE[0] + (_SIDE_RANGE[1] - _SIDE_RANGE[0]) * u[0])))
     k = POSITIONS.index(spec.position)
@@ -108,43 +125,37 @@ def render(
     cx = float(np.clip(size * ((2 * k + 1) / 6 + _CENTRE_JITTER * (2 * u[1] - 1)), lo, hi))
     cy = float(np.clip(size * (0.5 + _VERTICAL_JITTER * (2 * u[2] - 1)), side / 2, size - side / 2))
     x0, y0 = round(cx - side / 2), round(cy - side / 2)
-    x1, y1 = x0 + side - 1, y0 + side - 1  # PIL boxes include both corners
-
-    mask_image = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(mask_image)
-    label = 1 + (SHAPES + NEW_WORD_SHAPES).index(spec.shape)
-    if spec.shape == "circle":
-        draw.ellipse((x0, y0, x1, y1), fill=label)
-    elif spec.shape == "square":
-        draw.rectangle((x0, y0, x1, y1), fill=label)
-    elif spec.shape == "diamond":
-        draw.polygon([((x0 + x1) / 2, y0), (x1, (y0 + y1) / 2), ((x0 + x1) / 2, y1), (x0, (y0 + y1) / 2)], fill=label)
-    else:
-        draw.polygon([(x0, y1), (x1, y1), ((x0 + x1) / 2, y0)], fill=label)
-    mask = np.asarray(mask_image, dtype=np.uint8).copy()
-    pixels = np.empty((size, size, 3), dtype=np.uint8)
-    pixels[...] = BACKGROUND
-    pixels[mask > 0] = COLOURS[spec.colour]
-    return Image.fromarray(pixels, "RGB"), mask
+    return paint([Placed(spec.colour, spec.shape, (x0, y0, x0 + side - 1, y0 + side - 1))], size)
 
 
 class ShapesDataset(CaptionedSource):
-    """Endless map-style dataset of captioned shape images.
+    """Endless map-style dataset of captioned images of the built-in task families.
 
     ``__len__`` is 2**31 - 1 (the largest index samplers handle comfortably), so it
     never runs out. Sample ``i`` depends only on ``(seed, i)``: any sample can be
     regenerated, data order restored exactly on resume, and workers can read disjoint
-    index ranges. ``split`` picks the specs drawn from (uniformly): "train" (no held-out
-    colour-shape pair), "held_out" (only those) or "all".
+    index ranges. ``mixture`` weighs the families (default: single objects only); each
+    sample's family is drawn by weight from a stream of its own, so a one-family dataset
+    draws exactly the samples it drew before there were families. ``split`` picks the
+    specs drawn from (uniformly, within the family): "train" (no held-out combination),
+    "held_out" (only those), "all", or "new_word" (single objects of unseen shapes).
     """
 
     LENGTH = 2**31 - 1
 
-    def __init__(self, size: int = 32, seed: int = 0, split: str = "train") -> None:
+    def __init__(self, size: int = 32, seed: int = 0, split: str = "train",
+                 mixture: Mapping[str, float] | None = None) -> None:
         if seed < 0:
             raise ValueError("seed must be non-negative")
-        self.size, self.seed, self.split = size, seed, split
-        self.specs = split_specs(split)
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        mixture = dict(mixture or {"single": 1.0})
+        unknown = set(mixture) - set(FAMILIES)
+        if unknown or not all(weight > 0 for weight in mixture.values()):
+            raise ValueError(f"mixture needs positive weights of families {tuple(FAMILIES)}, got {mixture}")
+        self.size, self.seed, self.split, self.mixture = size, seed, split, mixture
+        self.family_specs = [FAMILIES[name].split(split) for name in mixture]
+        self.bounds = np.cumsum(list(mixture.values())) / sum(mixture.values())  # family k: u < bounds[k]
 
     def __len__(self) -> int:
         return self.LENGTH
@@ -153,15 +164,20 @@ class ShapesDataset(CaptionedSource):
         index = operator.index(index)
         if not 0 <= index < self.LENGTH:
             raise IndexError(index)
+        family = 0
+        if len(self.family_specs) > 1:
+            u = np.random.default_rng([self.seed, index, 1]).random()
+            family = min(int(np.searchsorted(self.bounds, u, side="right")), len(self.bounds) - 1)
+        specs = self.family_specs[family]
         rng = np.random.default_rng([self.seed, index])
-        spec = self.specs[int(rng.integers(len(self.specs)))]
-        image, mask = render(spec, self.size, rng)
+        spec = specs[int(rng.integers(len(specs)))]
+        image, mask = spec.render(self.size, rng)
         return {"image": image, "caption": spec.caption, "mask": mask, "spec": spec}
 
     def captions(self, indices=None) -> list[str]:
-        """Every combination's caption, held-out ones included, whatever the items asked for: the tokenizer
-        must know every word the evaluation uses, and the data is endless."""
-        return [spec.caption for spec in split_specs("all")]
+        """Every family's captions, held-out ones included, whatever the items or the mixture asked for: the
+        tokenizer must know every word the evaluation uses, and the data is endless."""
+        return [spec.caption for family in FAMILIES.values() for spec in family.specs]
 
     def problem(self, index: int, resolution: int) -> Problem | None:
         return None  # rendered, never broken

@@ -1,141 +1,139 @@
-"""Read colour, shape and position back from a shapes image, to score prompt adherence.
+"""Judge whether a shapes image obeys its prompt, for every task family, from the objects its pixels show.
 
-Generated images are noisy and imperfect, so the checker relies on coarse, robust cues:
-foreground is whatever is far from ``BACKGROUND``, cleaned by a 3x3 morphological
-opening (removes specks and one-pixel spurs, keeps square corners); only the largest
-connected blob is kept; colour is the palette entry nearest the median RGB of the
-blob's core (its most saturated half, so blurred edges don't wash it out); shape comes
-from two scale-free ratios of the blob; position from its centroid's x, in thirds.
+``instances.read_instances`` finds the objects; each family's judge compares them with what the prompt
+names and returns one bool per attribute and "all" for the whole prompt:
+
+==================  ==============================================================================
+family              keys (besides "all")
+==================  ==============================================================================
+single              colour, shape, position: of the largest object (stray blobs are ignored)
+size                colour, shape, size: of the largest object
+two_objects         count (exactly two objects), first, second (each named object is one of them)
+colour_binding      shapes, colours (exactly two objects, with the named shapes, and with the named
+                    colours, however paired), binding (each colour on its own shape)
+counting            count (exactly n objects), colour, shape (every object has them)
+relative_position   count (exactly two objects), first, second (each named object is one of them),
+                    relation (the first stands where the prompt says, relative to the second)
+==================  ==============================================================================
+
+A relation is read on the dominant axis of the offset between the two centroids: "left of" when the
+second object is further right of the first than it is above or below it, and so on.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from noiseunet.data.shapes import BACKGROUND, COLOURS, POSITIONS, SHAPES, ShapeSpec
+from noiseunet.data.compositions import (
+    BindingSpec,
+    ColouredShape,
+    CountSpec,
+    PromptSpec,
+    RelationSpec,
+    SizeSpec,
+    TwoObjectsSpec,
+)
+from noiseunet.data.objects import SHAPES
+from noiseunet.data.shapes import POSITIONS, ShapeSpec
 
-#: RGB distance from BACKGROUND above which a pixel is foreground (palette colours are >= 190 away).
-FOREGROUND_THRESHOLD = 90.0
-#: Blobs smaller than this fraction of the image (or 4 pixels) are not read at all.
-MIN_AREA_FRACTION = 0.005
-#: Smaller images are not opened: their objects are so small that opening erases too much.
-MIN_SIZE_TO_OPEN = 24
-#: A median colour further than this from every palette colour is not named.
-MAX_COLOUR_DISTANCE = 120.0
-#: (fill ratio of the bounding box, mean width of top third / bottom third) per shape,
-#: as rasterised: a circle fills pi/4 of its box, an upward triangle ~1/2 and is narrow on top;
-#: a diamond, as narrow on top as at the bottom, fills 0.645-0.68 once the opening has rounded its
-#: corners (measured on 300 renders; circles fill 0.755-0.787).
-_PROTOTYPES = {"circle": (0.785, 1.0), "square": (1.0, 1.0), "triangle": (0.5, 0.2), "diamond": (0.66, 1.0)}
-
-_PALETTE_NAMES = list(COLOURS)
-_PALETTE = np.array([COLOURS[c] for c in _PALETTE_NAMES], dtype=np.float32)
+from .instances import Instance, read_instances
 
 
 @dataclass(frozen=True)
 class ShapeReading:
-    """What the checker sees; ``None`` where an attribute cannot be determined."""
+    """What the checker sees of a single-object image; ``None`` where an attribute cannot be determined."""
 
     colour: str | None
     shape: str | None
     position: str | None
 
 
-def _to_array(image: Image.Image | np.ndarray) -> np.ndarray:
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    array = np.asarray(image)
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 image, got shape {array.shape}")
-    return array.astype(np.float32)
-
-
-def _open3x3(mask: np.ndarray) -> np.ndarray:
-    """Binary opening (erode, then dilate) with a 3x3 square."""
-
-    def windows(m: np.ndarray) -> np.ndarray:
-        return np.lib.stride_tricks.sliding_window_view(np.pad(m, 1, mode="edge"), (3, 3))
-
-    return windows(windows(mask).all(axis=(2, 3))).any(axis=(2, 3))
-
-
-def _largest_component(foreground: np.ndarray) -> np.ndarray:
-    """Boolean mask of the largest 4-connected component (BFS; images are tiny)."""
-    height, width = foreground.shape
-    seen = np.zeros_like(foreground, dtype=bool)
-    best: list[tuple[int, int]] = []
-    for y0, x0 in zip(*np.nonzero(foreground)):
-        if seen[y0, x0]:
-            continue
-        seen[y0, x0] = True
-        component, queue = [], deque([(int(y0), int(x0))])
-        while queue:
-            y, x = queue.popleft()
-            component.append((y, x))
-            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
-                if 0 <= ny < height and 0 <= nx < width and foreground[ny, nx] and not seen[ny, nx]:
-                    seen[ny, nx] = True
-                    queue.append((ny, nx))
-        if len(component) > len(best):
-            best = component
-    mask = np.zeros_like(foreground, dtype=bool)
-    if best:
-        ys, xs = zip(*best)
-        mask[list(ys), list(xs)] = True
-    return mask
-
-
-def _classify_shape(blob: np.ndarray, shapes: tuple[str, ...]) -> str:
-    """Nearest prototype among ``shapes`` in (bounding-box fill, top/bottom width ratio) space."""
-    ys, xs = np.nonzero(blob)
-    height, width = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
-    fill = len(ys) / float(height * width)
-    row_widths = np.bincount(ys - ys.min(), minlength=height).astype(np.float64)
-    third = max(1, height // 3)
-    taper = min(row_widths[:third].mean() / max(row_widths[-third:].mean(), 1.0), 1.5)
-    return min(shapes, key=lambda s: np.hypot(fill - _PROTOTYPES[s][0], taper - _PROTOTYPES[s][1]))
-
-
 def read_image(image: Image.Image | np.ndarray, shapes: tuple[str, ...] = SHAPES) -> ShapeReading:
-    """Read the colour, shape and position of the main object in an RGB image.
+    """Read the colour, shape and position (third of the width) of the largest object in an RGB image.
 
-    ``image`` is a PIL image or an HxWx3 array of 0..255 values (uint8), of any size. ``shapes`` are the
-    shapes it may be: the built-in ones, plus the new word when a fine-tuned model is asked for it (so that
-    scores of the built-in prompts do not depend on shapes they never name).
+    ``image`` is a PIL image or an HxWx3 array of 0..255 values (uint8), of any size; ``shapes`` as in
+    ``read_instances``.
     """
-    pixels = _to_array(image)
-    height, width = pixels.shape[:2]
-    distance = np.linalg.norm(pixels - np.asarray(BACKGROUND, dtype=np.float32), axis=2)
-    foreground = distance > FOREGROUND_THRESHOLD
-    if min(height, width) >= MIN_SIZE_TO_OPEN:
-        foreground = _open3x3(foreground)
-    blob = _largest_component(foreground)
-    area = int(blob.sum())
-    if area < max(4, MIN_AREA_FRACTION * height * width):
+    instances = read_instances(image, shapes)
+    if not instances:
         return ShapeReading(None, None, None)
-
-    core = blob & (distance >= np.median(distance[blob]))
-    median = np.median(pixels[core], axis=0)
-    colour_distances = np.linalg.norm(_PALETTE - median, axis=1)
-    nearest = int(colour_distances.argmin())
-    colour = _PALETTE_NAMES[nearest] if colour_distances[nearest] <= MAX_COLOUR_DISTANCE else None
-
-    centre_x = (np.nonzero(blob)[1].mean() + 0.5) / width  # pixel centres, in [0, 1]
-    position = POSITIONS[min(int(centre_x * 3), 2)]
-    return ShapeReading(colour, _classify_shape(blob, shapes), position)
+    largest = instances[0]
+    return ShapeReading(largest.colour, largest.shape, POSITIONS[min(int(largest.centre[0] * 3), 2)])
 
 
-def judge(image: Image.Image | np.ndarray, spec: ShapeSpec) -> dict[str, bool]:
-    """Whether ``image`` shows ``spec``: one bool per attribute, and "all" for all three."""
+def relation(first: Instance, second: Instance) -> str:
+    """Where ``first`` stands relative to ``second``: the dominant axis of the offset between centroids."""
+    dx, dy = second.centre[0] - first.centre[0], second.centre[1] - first.centre[1]
+    if abs(dx) >= abs(dy):
+        return "left of" if dx > 0 else "right of"
+    return "above" if dy > 0 else "below"
+
+
+def _verdict(**checks: bool) -> dict[str, bool]:
+    checks["all"] = all(checks.values())
+    return checks
+
+
+def _named(instances: list[Instance], thing: ColouredShape) -> list[Instance]:
+    """The instances that are ``thing``."""
+    return [i for i in instances if (i.colour, i.shape) == (thing.colour, thing.shape)]
+
+
+def _single(image: Image.Image | np.ndarray, spec: ShapeSpec) -> dict[str, bool]:
     reading = read_image(image, SHAPES if spec.shape in SHAPES else (*SHAPES, spec.shape))
-    result = {
-        "colour": reading.colour == spec.colour,
-        "shape": reading.shape == spec.shape,
-        "position": reading.position == spec.position,
-    }
-    result["all"] = all(result.values())
-    return result
+    return _verdict(colour=reading.colour == spec.colour, shape=reading.shape == spec.shape,
+                    position=reading.position == spec.position)
+
+
+def _size(image: Image.Image | np.ndarray, spec: SizeSpec) -> dict[str, bool]:
+    largest = next(iter(read_instances(image)), None)
+    if largest is None:
+        return _verdict(colour=False, shape=False, size=False)
+    return _verdict(colour=largest.colour == spec.thing.colour, shape=largest.shape == spec.thing.shape,
+                    size=largest.size == spec.size)
+
+
+def _two_objects(image: Image.Image | np.ndarray, spec: TwoObjectsSpec) -> dict[str, bool]:
+    found = read_instances(image)
+    return _verdict(count=len(found) == 2, first=bool(_named(found, spec.first)),
+                    second=bool(_named(found, spec.second)))
+
+
+def _colour_binding(image: Image.Image | np.ndarray, spec: BindingSpec) -> dict[str, bool]:
+    found = read_instances(image)
+    named = (spec.first, spec.second)
+    return _verdict(shapes=Counter(i.shape for i in found) == Counter(t.shape for t in named),
+                    colours=Counter(i.colour for i in found) == Counter(t.colour for t in named),
+                    binding=Counter((i.colour, i.shape) for i in found) == Counter((t.colour, t.shape) for t in named))
+
+
+def _counting(image: Image.Image | np.ndarray, spec: CountSpec) -> dict[str, bool]:
+    found = read_instances(image)
+    return _verdict(count=len(found) == spec.count,
+                    colour=bool(found) and all(i.colour == spec.thing.colour for i in found),
+                    shape=bool(found) and all(i.shape == spec.thing.shape for i in found))
+
+
+def _relative_position(image: Image.Image | np.ndarray, spec: RelationSpec) -> dict[str, bool]:
+    found = read_instances(image)
+    first, second = _named(found, spec.first), _named(found, spec.second)
+    placed = len(first) == len(second) == 1 and relation(first[0], second[0]) == spec.relation
+    return _verdict(count=len(found) == 2, first=bool(first), second=bool(second), relation=placed)
+
+
+#: Each family's judge, by the name its specs carry.
+JUDGES: dict[str, Callable[[Image.Image | np.ndarray, PromptSpec], dict[str, bool]]] = {
+    "single": _single, "size": _size, "two_objects": _two_objects, "colour_binding": _colour_binding,
+    "counting": _counting, "relative_position": _relative_position,
+}
+
+
+def judge(image: Image.Image | np.ndarray, spec: PromptSpec) -> dict[str, bool]:
+    """Whether ``image`` obeys ``spec`` (a prompt spec of any family): one bool per attribute its family
+    checks, and "all" for the whole prompt."""
+    return JUDGES[spec.family](image, spec)
