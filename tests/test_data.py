@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from noiseunet.data import ImageCaptionFolder, open_source
+from noiseunet.data import ImageCaptionFolder, ShapesDataset, open_source
 from noiseunet.data.loader import TrainingStream, training_batches
 from noiseunet.data.transforms import mentions_left_or_right, preprocess, to_rgb
 
@@ -70,7 +70,7 @@ def test_preprocess_resizes_crops_and_scales():
 def test_captions_with_sides_are_never_flipped():
     assert mentions_left_or_right("a red circle on the left") and mentions_left_or_right("Right, a cat")
     assert not mentions_left_or_right("a leftover sandwich")
-    stream = TrainingStream(open_source("shapes", 32), 32, flip=True, caption_dropout=0.0)
+    stream = TrainingStream(ShapesDataset(size=32), 32, flip=True, caption_dropout=0.0)  # single objects
     for position in range(20):
         item = stream[position]
         spec = stream.source[position]["spec"]
