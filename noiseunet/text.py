@@ -14,22 +14,31 @@ from typing import Iterable
 import torch
 from tokenizers import pre_tokenizers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+# diffusers loads a pipeline component of another library by finding the loadable base classes by name
+# in the component's module: PreTrainedModel must be importable from here for BidirectionalCLIPTextModel.
+from transformers import PreTrainedModel  # noqa: F401
+from transformers.models.clip.modeling_clip import CLIPEncoder
 
 from .files import from_pretrained, has_subfolder
 
 MAX_LENGTH = 77  # CLIP's context length; every SD pipeline pads prompts to it
 
 
-def train_tokenizer(captions: Iterable[str], vocab_size: int = 1000, max_length: int = MAX_LENGTH) -> CLIPTokenizer:
+def train_tokenizer(captions: Iterable[str], vocab_size: int = 1000, max_length: int | None = MAX_LENGTH
+                    ) -> CLIPTokenizer:
     """A CLIP BPE tokenizer (CLIP's normalisation and byte-level pre-tokenisation) for ``captions``.
 
     The most frequent caption words become single tokens, built by merges that grow each word left to
     right; every byte stays encodable alone or ending a word, so unseen words and punctuation never
-    become unknown tokens. The merges are derived by sorting (count, then word), not by a trainer with
+    become unknown tokens. Rare words stay split into pieces that other words share, which train on every
+    caption that uses them: on 729 emoji names (843 words), a token for every word (``vocab_size`` 3,649)
+    made 20 prompts' pictures less distinct after 10 minutes, not more (85 pairs alike against 46). The merges are derived by sorting (count, then word), not by a trainer with
     hash-ordered ties, so the same captions always give the same token ids: a run restarted from scratch
     and a resumed run see the same tokenizer. ``max_length`` (at most 77) is the padded prompt length:
     short captions need far fewer than CLIP's 77 tokens, and every cross-attention layer pays for each one.
+    ``None`` fits the longest caption (start and end tokens included), at most 77.
     """
+    captions = list(captions)
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
         vocab[char] = len(vocab)
@@ -47,11 +56,47 @@ def train_tokenizer(captions: Iterable[str], vocab_size: int = 1000, max_length:
                 vocab[merged] = len(vocab)
                 merges.append((prefix, symbol))
             prefix = merged
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=min(max_length, MAX_LENGTH))
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=min(max_length or MAX_LENGTH, MAX_LENGTH))
+    if max_length is None:
+        longest = max((len(ids) for ids in tokenizer(captions).input_ids), default=2)
+        tokenizer.model_max_length = min(longest, MAX_LENGTH)
+    return tokenizer
+
+
+class _EveryTokenEncoder(CLIPEncoder):
+    """CLIP's encoder layers with full attention: the causal mask its text model makes is dropped."""
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        return super().forward(inputs_embeds, None, **{**kwargs, "is_causal": False})
+
+
+class BidirectionalCLIPTextModel(CLIPTextModel):
+    """A CLIP text model whose tokens attend to the whole caption, as T5's and BERT's do, not to the tokens
+    before them only.
+
+    In "a red circle to the left of a blue square" a causal encoder's *circle* cannot know it is the one on
+    the left: only the tokens after *left* can carry the relation, so the UNet must learn to read objects
+    from them. Here every token's state sees the whole prompt. The weights are CLIPTextModel's, by the same
+    names (LoRA targets, checkpoints and the config are unchanged), and a pipeline folder names this class
+    in ``model_index.json`` so diffusers loads it. Every caption is padded to the same length, and the
+    padding is attended to like any token, so a padding mask is refused rather than silently dropped.
+    """
+
+    def __init__(self, config: CLIPTextConfig) -> None:
+        super().__init__(config)
+        self.encoder = _EveryTokenEncoder(config)
+        self.post_init()
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, **kwargs):
+        if attention_mask is not None and not bool(attention_mask.all()):
+            raise ValueError("BidirectionalCLIPTextModel attends to every token of the padded prompt; it takes "
+                             "no padding mask")
+        return super().forward(input_ids=input_ids, **kwargs)
 
 
 def build_text_encoder(
-    tokenizer: CLIPTokenizer, hidden_size: int = 256, num_layers: int = 4, num_heads: int = 4
+    tokenizer: CLIPTokenizer, hidden_size: int = 256, num_layers: int = 4, num_heads: int = 4,
+    bidirectional: bool = False,
 ) -> CLIPTextModel:
     """A randomly initialised CLIP text transformer sized for ``tokenizer``'s vocabulary.
 
@@ -71,7 +116,7 @@ def build_text_encoder(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = CLIPTextModel(config)
+    model = (BidirectionalCLIPTextModel if bidirectional else CLIPTextModel)(config)
     torch.nn.init.normal_(model.get_input_embeddings().weight, std=1.0)
     return model
 
@@ -83,7 +128,9 @@ def load_text_encoder(name_or_path: str, allow_pickle: bool = False) -> tuple[CL
     is_pipeline = has_subfolder(name_or_path, "text_encoder")
     tokenizer_folder, encoder_folder = ("tokenizer", "text_encoder") if is_pipeline else ("", "")
     tokenizer = CLIPTokenizer.from_pretrained(name_or_path, subfolder=tokenizer_folder)
-    text_encoder = from_pretrained(CLIPTextModel, name_or_path, allow_pickle, subfolder=encoder_folder)
+    saved_as = CLIPTextConfig.from_pretrained(name_or_path, subfolder=encoder_folder).architectures or []
+    model_class = BidirectionalCLIPTextModel if BidirectionalCLIPTextModel.__name__ in saved_as else CLIPTextModel
+    text_encoder = from_pretrained(model_class, name_or_path, allow_pickle, subfolder=encoder_folder)
     return tokenizer, text_encoder
 
 
