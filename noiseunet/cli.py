@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from .data.shapes import FAMILIES, SAMPLE_PROMPTS
+from .data.shapes import DEFAULT_MIXTURE, FAMILIES, SAMPLE_PROMPTS
 from .options import literal_choices
 from .pipeline import SAMPLING
 from .training.config import MODEL_PRESETS, TrainConfig
@@ -18,12 +18,24 @@ def choices(config_class: type, name: str) -> list:
     return [c for c in literal_choices(typing.get_type_hints(config_class)[name]) if c is not None]
 
 
+def family_share(text: str) -> tuple[str, float]:
+    """``FAMILY=SHARE`` of --mixture."""
+    name, _, share = text.partition("=")
+    try:
+        return name, float(share)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FAMILY=SHARE, e.g. single=0.5; got {text!r}") from None
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     a = parser.add_argument
     a("--data", default=None, help="image folder with metadata.jsonl/csv, a saved datasets folder, a dataset "
       "name, a folder or glob of WebDataset .tar shards, or 'shapes' (default: the built-in shapes data)")
     a("--output", dest="output_dir", default=defaults.output_dir, help="where the pipeline folder is written")
+    a("--mixture", nargs="+", type=family_share, default=None, metavar="FAMILY=SHARE",
+      help="task families of the built-in shapes data and their shares, e.g. single=0.3 relative_position=0.2 "
+      "(families left out: 0; default: " + " ".join(f"{k}={v:g}" for k, v in DEFAULT_MIXTURE.items()) + ")")
     a("--caption-column", default=defaults.caption_column)
     a("--image-column", default=defaults.image_column)
     a("--resolution", type=int, default=defaults.resolution)
@@ -52,6 +64,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--text-encoder", default=None, help="CLIP text encoder name or folder (default: --pretrained's, or build "
       "the preset's)")
     a("--train-text-encoder", action=argparse.BooleanOptionalAction, default=None)
+    a("--text-width", type=int, default=None, help="hidden size of the text encoder built from scratch (default: "
+      "the preset's; wider tells more concepts apart)")
+    a("--text-layers", type=int, default=None, help="its depth (default: the preset's)")
+    a("--text-attention", default=defaults.text_attention, choices=choices(TrainConfig, "text_attention"),
+      help="causal as CLIP's, or bidirectional: every token sees the whole caption (which object is left of which)")
     a("--vae", default=None, help="AutoencoderKL name or folder for latent diffusion (default: --pretrained's, "
       "or pixel space)")
     a("--allow-pickle", action="store_true", help="also load --text-encoder/--vae weights from pickle (.bin) files")
@@ -100,6 +117,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         text = Path(args.unet_config).read_text() if Path(args.unet_config).is_file() else args.unet_config
         values["unet"] = json.loads(text)
     values["snr_gamma"] = args.snr_gamma or None
+    if args.mixture:
+        values["mixture"] = dict(args.mixture)
     values["max_minutes"] = args.max_minutes or None
     return TrainConfig(**values)
 

@@ -90,3 +90,33 @@ def test_the_sd15_preset_is_stable_diffusion_1_5s_unet():
     shapes = lambda model: {k: tuple(v.shape) for k, v in model.state_dict().items()}  # noqa: E731
     assert shapes(ours) == shapes(theirs)
     assert sum(p.numel() for p in ours.parameters()) == 859_520_964
+
+
+def test_mixture_from_the_command_line_sets_the_families_the_trainer_draws():
+    import argparse
+
+    from noiseunet.cli import add_train_arguments, train_config
+    from noiseunet.data import open_source
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    config = train_config(parser.parse_args(["--mixture", "single=0", "relative_position=3", "size=1"]))
+    assert config.mixture == {"single": 0.0, "relative_position": 3.0, "size": 1.0}
+    source = open_source(config.data, mixture=config.mixture)
+    families = [source[i]["spec"].family for i in range(400)]
+    assert set(families) == {"relative_position", "size"}
+    assert 0.65 < families.count("relative_position") / len(families) < 0.85  # 3 to 1
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--mixture", "single"])
+
+
+@pytest.mark.parametrize("mixture, data, message", [
+    ({"single": 1, "colour": 1}, None, "--mixture needs FAMILY=SHARE with families of single, two_objects"),
+    ({"single": -1, "size": 2}, None, "shares >= 0"),
+    ({"single": 0}, None, "some positive"),
+    ({"single": 1}, "my_folder", "--mixture sets the families of the built-in shapes data, not of --data my_folder"),
+])
+def test_a_wrong_mixture_is_a_one_line_error(mixture, data, message):
+    with pytest.raises(ValueError) as error:
+        TrainConfig(mixture=mixture, data=data)
+    assert message in str(error.value) and "\n" not in str(error.value)

@@ -15,12 +15,16 @@ def open_source(
     image_column: str = "image",
     seed: int = 0,
     option: str = "--data",
+    mixture: dict[str, float] | None = None,
 ) -> Dataset:
-    """``None``/"shapes" -> the built-in shapes data (its task families in ``DEFAULT_MIXTURE``); a folder
-    with metadata -> ImageCaptionFolder; a ``save_to_disk`` folder or a hub name -> HFImageCaptions.
-    Errors name ``option``, the argument that gave ``data``."""
+    """``None``/"shapes" -> the built-in shapes data (its task families in ``mixture``, by default
+    ``DEFAULT_MIXTURE``); a folder with metadata -> ImageCaptionFolder; a ``save_to_disk`` folder or a hub
+    name -> HFImageCaptions. Errors name ``option``, the argument that gave ``data``."""
     if data in (None, "shapes"):
-        return ShapesDataset(size=resolution, seed=seed, mixture=DEFAULT_MIXTURE)
+        shares = {name: share for name, share in (mixture or DEFAULT_MIXTURE).items() if share > 0}
+        return ShapesDataset(size=resolution, seed=seed, mixture=shares)
+    if mixture:
+        raise ValueError(f"--mixture sets the families of the built-in shapes data, not of {option} {data}")
     if os.path.isdir(data) and any(os.path.exists(os.path.join(data, name)) for name in METADATA_FILES):
         return ImageCaptionFolder(data, caption_column)
     if not os.path.exists(data) and (os.path.isabs(data) or data.startswith((".", "~"))):

@@ -61,14 +61,16 @@ def text_model(config: TrainConfig, batches: BatchSource) -> tuple[CLIPTokenizer
     if saved.is_dir():  # resuming: the tokenizer must be the one the weights were trained with
         tokenizer = CLIPTokenizer.from_pretrained(saved)
     else:
-        max_length = config.max_text_length or config.preset.max_text_length
-        tokenizer = train_tokenizer(batches.captions(TOKENIZER_CORPUS), max_length=max_length)
+        tokenizer = train_tokenizer(batches.captions(TOKENIZER_CORPUS), max_length=config.max_text_length)
+        if config.max_text_length is None:  # the preset's length, or longer where a caption needs it
+            tokenizer.model_max_length = max(tokenizer.model_max_length, config.preset.max_text_length)
         if PartialState().is_main_process:  # every process builds the same one; one writes it
             with replacing_folder_entries(output) as staging:
                 tokenizer.save_pretrained(staging / saved.name)
     preset = config.preset
-    text_encoder = build_text_encoder(tokenizer, hidden_size=preset.text_hidden_size, num_layers=preset.text_layers,
-                                      num_heads=preset.text_heads)
+    text_encoder = build_text_encoder(tokenizer, hidden_size=config.text_width or preset.text_hidden_size,
+                                      num_layers=config.text_layers or preset.text_layers, num_heads=preset.text_heads,
+                                      bidirectional=config.text_attention == "bidirectional")
     return tokenizer, text_encoder, config.train_text_encoder is not False
 
 

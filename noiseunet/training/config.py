@@ -5,7 +5,8 @@ from typing import Any, Literal
 
 import torch
 
-from ..options import check_choices, check_range
+from ..data.shapes import FAMILIES
+from ..options import check_choices, check_range, cli_name
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,16 @@ TEXT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj") 
 SMALL_UNET: dict[str, Any] = MODEL_PRESETS["small"].unet
 
 
+def check_mixture(mixture: dict[str, float], data: str | None) -> None:
+    """A --mixture names families of the built-in data with shares >= 0, some positive, and no other data."""
+    if data not in (None, "shapes"):
+        raise ValueError(f"--mixture sets the families of the built-in shapes data, not of --data {data}")
+    unknown = sorted(set(mixture) - set(FAMILIES))
+    if unknown or any(share < 0 for share in mixture.values()) or not any(mixture.values()):
+        raise ValueError(f"--mixture needs FAMILY=SHARE with families of {', '.join(FAMILIES)} and shares >= 0, "
+                         f"some positive; got {mixture}")
+
+
 @dataclass
 class TrainConfig:
     output_dir: str = "runs/shapes"
@@ -69,6 +80,8 @@ class TrainConfig:
     # to captions that mention left or right.
     flip: bool = False
     caption_dropout: float = 0.1  # empty prompt this often, so classifier-free guidance works
+    # Share of each task family in the built-in shapes data (data/shapes.py FAMILIES); None = DEFAULT_MIXTURE.
+    mixture: dict[str, float] | None = None
     on_bad_sample: Literal["skip", "error"] = "skip"  # warn and train on the rest, or stop before training
     streaming: bool = False  # stream a hub dataset instead of downloading it (tar shards always stream)
     shuffle_buffer: int = 1000  # examples shuffled together when streaming
@@ -85,7 +98,13 @@ class TrainConfig:
     model: Literal["tiny", "small", "base", "sd15"] | None = None  # preset for a new model; None = "small"
     text_encoder: str | None = None  # hub name or folder; None = --pretrained's, or build the preset's
     train_text_encoder: bool | None = None  # default: only when built from scratch
-    max_text_length: int | None = None  # tokens of the tokenizer built from scratch; None = the preset's
+    # Width and depth of the text transformer built from scratch; None = the preset's. A wider one gives the
+    # UNet's cross-attention more room to tell many concepts apart (each attention reads a linear map of it).
+    text_width: int | None = None
+    text_layers: int | None = None
+    # Causal as CLIP's, or every token attending to the whole caption (text.BidirectionalCLIPTextModel).
+    text_attention: Literal["causal", "bidirectional"] = "causal"
+    max_text_length: int | None = None  # tokens of the tokenizer built from scratch; None = the preset's, or the longest caption's
     vae: str | None = None  # latent diffusion with this AutoencoderKL; None = --pretrained's, or pixel space
     allow_pickle: bool = False  # also load --text-encoder/--vae weights from pickle (.bin) files
     unet: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's UNet config
@@ -151,6 +170,17 @@ class TrainConfig:
             raise ValueError("--lora-rank adapts a pretrained UNet: give --pretrained")
         if self.prior_share is not None and self.prior_data is None:
             raise ValueError("--prior-share needs --prior-data")
+        built = [cli_name(name) for name in ("text_width", "text_layers", "max_text_length") if getattr(self, name)]
+        built += ["--text-attention bidirectional"] if self.text_attention == "bidirectional" else []
+        if built and (self.text_encoder or self.pretrained):
+            raise ValueError(f"{', '.join(built)} size the text encoder built from scratch; --text-encoder or "
+                             "--pretrained brings its own")
+        heads = self.preset.text_heads
+        if self.text_width is not None and self.text_width % heads:
+            raise ValueError(f"text_width (--text-width) must be a multiple of the preset's {heads} attention "
+                             f"heads; got {self.text_width}")
+        if self.mixture is not None:
+            check_mixture(self.mixture, self.data)
         if self.buckets and self.data in (None, "shapes"):
             raise ValueError("--buckets needs --data: a folder or a datasets dataset (the built-in shapes are square)")
         if self.pretrained and (self.model or self.unet):
@@ -159,7 +189,8 @@ class TrainConfig:
         for name, low in (("resolution", 8), ("batch_size", 1), ("gradient_accumulation_steps", 1),
                           ("log_every", 1), ("checkpoint_every", 1), ("checkpoints_total_limit", 1),
                           ("validate_every", 0), ("warmup_steps", 0), ("learning_rate", 0), ("weight_decay", 0),
-                          ("offset_noise", 0), ("max_steps", 0), ("shuffle_buffer", 1), ("max_text_length", 2), ("lora_rank", 1)):
+                          ("offset_noise", 0), ("max_steps", 0), ("shuffle_buffer", 1), ("max_text_length", 2), ("lora_rank", 1),
+                          ("text_width", 1), ("text_layers", 1)):
             check_range(name, getattr(self, name), low)
         check_range("caption_dropout", self.caption_dropout, 0, 1)
         check_range("lr_cooldown", self.lr_cooldown, 0, 1)

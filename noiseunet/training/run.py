@@ -175,7 +175,8 @@ def open_batches(config: TrainConfig, rank: int = 0, world: int = 1,
         return StreamedBatches(streamed, config.data, config.batch_size, config.resolution, config.seed, rank, world,
                                config.random_crop, config.flip, config.caption_dropout, config.image_column,
                                config.caption_column, config.on_bad_sample, config.shuffle_buffer)
-    source = open_source(config.data, config.resolution, config.caption_column, config.image_column, config.seed)
+    source = open_source(config.data, config.resolution, config.caption_column, config.image_column, config.seed,
+                         mixture=config.mixture)
     if config.prior_data:
         prior = open_source(config.prior_data, config.resolution, config.caption_column, config.image_column,
                             config.seed, option="--prior-data")
