@@ -16,11 +16,13 @@
     python scripts/real_benchmark.py --run runs/emoji               # measure a trained run folder
     python scripts/real_benchmark.py --budgets 10 30 --write-readme # train from scratch, measure, record
     python scripts/real_benchmark.py --budgets 1 --max-steps 5      # a smoke test of the plumbing
+    python scripts/real_benchmark.py --budgets 10 -- --text-width 256  # with noiseunet train options
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import shutil
@@ -237,24 +239,31 @@ def judge_table(train_folder: Path, references_folder: Path) -> str:
 
 
 def train_and_measure(train_folder: Path, references_folder: Path, work: Path, budgets: list[float],
-                      resolution: int, max_steps: int | None, judge: str) -> list[dict]:
-    """``noiseunet train --data train_folder`` with its defaults for each budget of CPU-minutes, then ``measure``."""
-    from noiseunet.training import TrainConfig, train
+                      resolution: int, max_steps: int | None, judge: str, options: list[str]) -> list[dict]:
+    """``noiseunet train --data train_folder [options]`` for each budget of CPU-minutes, then ``measure``.
+    ``options`` are ``noiseunet train`` arguments (none: its defaults)."""
+    from noiseunet.cli import add_train_arguments, train_config
+    from noiseunet.training import train
 
+    parser = argparse.ArgumentParser(prog="noiseunet train options after --")
+    add_train_arguments(parser)
+    chosen = train_config(parser.parse_args(options))
+    label = "-".join(option.lstrip("-") for option in options)
     rows = []
     for budget in budgets:
-        out = work / f"run-{budget:g}min"
-        train(TrainConfig(output_dir=str(out), data=str(train_folder), resolution=resolution, max_minutes=budget,
-                          max_steps=max_steps))
+        out = work / f"run-{budget:g}min{'-' + label if label else ''}"
+        train(dataclasses.replace(chosen, output_dir=str(out), data=str(train_folder), resolution=resolution,
+                                  max_minutes=budget, max_steps=max_steps))
         steps = json.loads((out / "train_summary.json").read_text())["steps"]
-        rows.append({"budget": budget, "steps": steps, **measure(out, train_folder, references_folder, judge)})
+        rows.append({"budget": budget, "options": " ".join(options), "steps": steps,
+                     **measure(out, train_folder, references_folder, judge)})
         print(format_row(rows[-1]), flush=True)
     return rows
 
 
 def format_row(row: dict) -> str:
     distinct = row["distinct"]
-    return (f"| {row['budget']:g} min | {row['steps']} | {row['top1']:.2%} | {row['top5']:.2%} | "
+    return (f"| {row['budget']:g} min | {'`' + row['options'] + '`' if row.get('options') else 'defaults'} | {row['steps']} | {row['top1']:.2%} | {row['top5']:.2%} | "
             f"{row['top1'] / row['ceiling']['top1']:.0%} | {row['near_copies']:.1%} | "
             f"{'yes' if distinct['distinct'] else 'no'} ({distinct['same_pairs']} same pairs) |")
 
@@ -266,9 +275,9 @@ def table(rows: list[dict], resolution: int) -> str:
               f"--budgets {budgets}`: {first['concepts']} concepts at {resolution} px, "
               f"judge `{first['judge']}` (ceiling top-1 {first['ceiling']['top1']:.1%}, top-5 "
               f"{first['ceiling']['top5']:.1%}; chance {first['chance']['top1']:.2%}).")
-    columns = ("| budget | steps | top-1 | top-5 | top-1, of the ceiling | near-copies | "
+    columns = ("| budget | options | steps | top-1 | top-5 | top-1, of the ceiling | near-copies | "
                f"distinct ({DISTINCT_PROMPTS} prompts) |")
-    return "\n".join([header, "", columns, "|---|---|---|---|---|---|---|", *map(format_row, rows)])
+    return "\n".join([header, "", columns, "|---|---|---|---|---|---|---|---|", *map(format_row, rows)])
 
 
 def main() -> None:
@@ -284,6 +293,8 @@ def main() -> None:
     parser.add_argument("--budgets", type=float, nargs="+", default=[], help="train from scratch for these CPU-minutes")
     parser.add_argument("--max-steps", type=int, default=None, help="also stop training here (smoke tests)")
     parser.add_argument("--write-readme", action="store_true", help="record the --budgets table in README.md")
+    parser.add_argument("train_options", nargs="*", metavar="-- OPTION",
+                        help="noiseunet train options for --budgets, after --, e.g. -- --text-width 256")
     args = parser.parse_args()
 
     fetch(args.cache)
@@ -295,7 +306,7 @@ def main() -> None:
         print(json.dumps(measure(args.run, train_folder, references_folder, args.judge), indent=2))
     if args.budgets:
         rows = train_and_measure(train_folder, references_folder, args.work, args.budgets, args.resolution,
-                                 args.max_steps, args.judge)
+                                 args.max_steps, args.judge, args.train_options)
         print(table(rows, args.resolution))
         if args.write_readme:
             write_section("real", table(rows, args.resolution))

@@ -147,8 +147,10 @@ def test_measures_on_hand_made_images(cache, tmp_path):
     one_picture = rb.score(np.repeat(refs[:1], 4, axis=0), captions, refs, training, training_captions)
     assert not one_picture["distinct"]["distinct"] and one_picture["distinct"]["same_pairs"] == 6
     assert rb.format_row({"budget": 10, "steps": 700, **one_picture}) == (
-        f"| 10 min | 700 | {one_picture['top1']:.2%} | 100.00% | {one_picture['top1']:.0%} | "
+        f"| 10 min | defaults | 700 | {one_picture['top1']:.2%} | 100.00% | {one_picture['top1']:.0%} | "
         f"{one_picture['near_copies']:.1%} | no (6 same pairs) |")
+    assert rb.format_row({"budget": 10, "steps": 700, "options": "--text-width 256", **one_picture}).startswith(
+        "| 10 min | `--text-width 256` | 700 |")
 
 
 def test_near_copy_threshold_is_a_low_quantile_of_same_concept_distances():
@@ -169,3 +171,14 @@ def test_distinctness_counts_pairs_closer_than_the_threshold():
     images[5] = images[3] + 0.01  # one prompt drew another's picture
     report = distinctness(images, 0.1)
     assert report["same_pairs"] == 1 and not report["distinct"] and report["min_distance"] == pytest.approx(0.01)
+
+
+def test_training_with_options_measures_a_run_built_with_them(cache, tmp_path):
+    train, references = rb.build_folders(cache, tmp_path / "work", resolution=16)
+    options = ["--model", "tiny", "--text-width", "48", "--batch-size", "4"]
+    (row,) = rb.train_and_measure(train, references, tmp_path / "work", [1], 16, 2, rb.DEFAULT_JUDGE, options)
+    run = tmp_path / "work" / "run-1min-model-tiny-text-width-48-batch-size-4"
+    assert json.loads((run / "text_encoder" / "config.json").read_text())["hidden_size"] == 48
+    assert row["steps"] == 2 and row["options"] == " ".join(options) and row["concepts"] == len(KEPT)
+    assert json.loads((run / "real_benchmark.json").read_text())["top1"] == row["top1"]
+    assert rb.format_row(row).startswith("| 1 min | `--model tiny --text-width 48 --batch-size 4` | 2 |")
