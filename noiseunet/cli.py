@@ -85,6 +85,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--prediction-type", default=defaults.prediction_type, choices=choices(TrainConfig, "prediction_type"))
     a("--snr-gamma", type=float, default=defaults.snr_gamma, help="min-SNR-gamma weighting, e.g. 5 (default and 0: off)")
     a("--offset-noise", type=float, default=defaults.offset_noise)
+    a("--timestep-sampling", default=defaults.timestep_sampling, choices=choices(TrainConfig, "timestep_sampling"),
+      help="uniform over the schedule, or SD3's densities that train its middle more")
     a("--batch-size", type=int, default=defaults.batch_size, help="per process (default: 32 on a CPU, 64 on a GPU)")
     a("--gradient-accumulation-steps", type=int, default=defaults.gradient_accumulation_steps)
     a("--learning-rate", type=float, default=defaults.learning_rate)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from noiseunet import NoiseUNet, NoiseUNetPipeline
 from noiseunet.data.export import save_shapes_folder
 from noiseunet.training import TrainConfig, train
-from noiseunet.training.diffusion import diffusion_loss
+from noiseunet.training.diffusion import diffusion_loss, draw_noise
 
 TINY_UNET = dict(block_out_channels=(32, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=1, attention_head_dim=2)
@@ -44,6 +44,19 @@ def test_loss_matches_a_hand_computation(prediction_type, snr_gamma):
         snr = (alpha_bar / (1 - alpha_bar)).flatten()
         per_sample = per_sample * snr.clamp(max=snr_gamma) / (snr + (prediction_type == "v_prediction"))
     torch.testing.assert_close(loss, per_sample.mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_logit_normal_timesteps_are_sd3s_density_drawn_from_each_samples_generator():
+    x0 = torch.zeros(4000, 1, 1, 1)
+    generators = [torch.Generator().manual_seed(i) for i in range(len(x0))]
+    _, timesteps = draw_noise(x0, generators, 1000, timesteps_from="logit_normal")
+    g = torch.Generator().manual_seed(3)  # sample 3, by hand: its noise, then a standard normal through a sigmoid
+    torch.randn((1, 1, 1, 1), generator=g)
+    assert timesteps[3] == int(torch.sigmoid(torch.randn(1, generator=g)) * 1000)
+    middle = ((timesteps >= 250) & (timesteps < 750)).float().mean()
+    assert 0.65 < middle < 0.75 and timesteps.min() >= 0 and timesteps.max() < 1000  # uniform: 0.5 (logit-normal: 0.70)
+    _, uniform = draw_noise(x0, [torch.Generator().manual_seed(i) for i in range(len(x0))], 1000)
+    assert 0.47 < ((uniform >= 250) & (uniform < 750)).float().mean() < 0.53
 
 
 def shapes_folder(root: Path, count: int = 36) -> Path:

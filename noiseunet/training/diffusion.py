@@ -1,14 +1,15 @@
 """The training objective: noise an image to a random timestep and regress the noise (DDPM).
 
-x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, with t uniform over the schedule; the loss is
-the mean squared error between the UNet's prediction and its target: eps itself (Ho et al. 2020) or
-v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0 (Salimans & Ho 2022, "v-prediction").
+x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, with t uniform over the schedule (or drawn from
+SD3's logit-normal density, Esser et al. 2024, which trains the middle of the schedule more often than its
+ends); the loss is the mean squared error between the UNet's prediction and its target: eps itself (Ho et
+al. 2020) or v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0 (Salimans & Ho 2022, "v-prediction").
 """
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
-from diffusers.training_utils import compute_snr
+from diffusers.training_utils import compute_density_for_timestep_sampling, compute_snr
 
 
 Generator = torch.Generator | list[torch.Generator] | None
@@ -21,13 +22,14 @@ def per_sample_generators(key: tuple[int, ...], first: int, count: int) -> list[
     return [torch.Generator().manual_seed(hash((*key, first + i)) % 2**63) for i in range(count)]
 
 
-def draw_noise(x0: torch.Tensor, generator: Generator, num_timesteps: int, offset_noise: float = 0.0
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_noise(x0: torch.Tensor, generator: Generator, num_timesteps: int, offset_noise: float = 0.0,
+               timesteps_from: str = "uniform") -> tuple[torch.Tensor, torch.Tensor]:
     """(noise like ``x0``, timesteps (B,)) on ``x0``'s device, drawn on the generators' device.
 
     Given one generator per sample, each sample's draws depend on its generator alone, so a batch split over
     processes draws exactly what the whole batch draws in one. CPU generators draw on the CPU and the batch
-    is moved once: the same seeds give the same noise on every device.
+    is moved once: the same seeds give the same noise on every device. ``timesteps_from``: "uniform", or a
+    density of diffusers' ``compute_density_for_timestep_sampling`` ("logit_normal": mean 0, std 1; "mode").
     """
     generators = generator if isinstance(generator, list) else [generator]
     where = generators[0].device if generators[0] is not None else x0.device
@@ -37,7 +39,12 @@ def draw_noise(x0: torch.Tensor, generator: Generator, num_timesteps: int, offse
         noise.append(torch.randn(shape, generator=g, device=where, dtype=x0.dtype))
         if offset_noise:  # a per-channel constant shift, so the model can learn very dark or bright images
             noise[-1] += offset_noise * torch.randn(*shape[:2], 1, 1, generator=g, device=where, dtype=x0.dtype)
-        timesteps.append(torch.randint(0, num_timesteps, shape[:1], generator=g, device=where))
+        if timesteps_from == "uniform":
+            timesteps.append(torch.randint(0, num_timesteps, shape[:1], generator=g, device=where))
+        else:
+            u = compute_density_for_timestep_sampling(timesteps_from, shape[0], logit_mean=0.0, logit_std=1.0,
+                                                      mode_scale=1.29, device=where, generator=g)
+            timesteps.append((u * num_timesteps).long().clamp(max=num_timesteps - 1))
     return (torch.cat(noise).to(x0.device, non_blocking=True),
             torch.cat(timesteps).to(x0.device, non_blocking=True))
 
@@ -50,9 +57,10 @@ def diffusion_loss(
     generator: Generator = None,
     snr_gamma: float | None = None,
     offset_noise: float = 0.0,
+    timesteps_from: str = "uniform",
 ) -> torch.Tensor:
     """One Monte-Carlo sample of the diffusion loss for a batch of clean images (or latents) ``x0``."""
-    noise, timesteps = draw_noise(x0, generator, scheduler.config.num_train_timesteps, offset_noise)
+    noise, timesteps = draw_noise(x0, generator, scheduler.config.num_train_timesteps, offset_noise, timesteps_from)
     noisy = scheduler.add_noise(x0, noise, timesteps)
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(x0, noise, timesteps)
