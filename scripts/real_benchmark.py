@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -248,7 +249,7 @@ def train_and_measure(train_folder: Path, references_folder: Path, work: Path, b
     parser = argparse.ArgumentParser(prog="noiseunet train options after --")
     add_train_arguments(parser)
     chosen = train_config(parser.parse_args(options))
-    label = "-".join(option.lstrip("-") for option in options)
+    label = re.sub(r"[^A-Za-z0-9_.=-]+", "-", "-".join(option.lstrip("-") for option in options)).strip("-")[:80]
     rows = []
     for budget in budgets:
         out = work / f"run-{budget:g}min{'-' + label if label else ''}"

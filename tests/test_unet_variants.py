@@ -411,3 +411,18 @@ def test_set_default_attn_processor_refuses_what_diffusers_refuses():
         unet.set_attn_processor(CustomDiffusionAttnProcessor(train_kv=False, train_q_out=False, hidden_size=32))
         with pytest.raises(ValueError, match="Cannot call `set_default_attn_processor`"):
             unet.set_default_attn_processor()
+
+
+def test_pooled_text_conditioning_matches_diffusers():
+    """addition_embed_type="text": the text, pooled by attention, is added to every block's timestep embedding."""
+    config = dict(TINY, addition_embed_type="text", addition_embed_type_num_heads=4)
+    reference, model = pair(config)
+    sample, t, text = inputs(config)
+    assert_same(reference, model, sample, t, text)
+    other_text = text.clone()
+    other_text[:, :, 0] += 1.0  # the pooled path alone (the cross-attention reads the same change)
+    assert not torch.allclose(model(sample, t, other_text).sample, model(sample, t, text).sample)
+    with pytest.raises(ValueError, match="must divide the width"):
+        NoiseUNet(**dict(config, addition_embed_type_num_heads=5))
+    with pytest.raises(ValueError, match="encoder_hidden_states is needed"):
+        model(sample, t, None)

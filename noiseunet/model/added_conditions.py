@@ -1,4 +1,9 @@
-"""Conditions a pipeline passes in ``added_cond_kwargs``: SDXL's size/crop conditioning and IP-Adapter images.
+"""Conditions added to the timestep embedding: the pooled text (``addition_embed_type="text"``), and those a
+pipeline passes in ``added_cond_kwargs``: SDXL's size/crop conditioning and IP-Adapter images.
+
+``text`` (DeepFloyd IF's pooling, diffusers' ``TextTimeEmbedding``): the text tokens are pooled by one
+attention query (their mean plus a learned offset) and projected onto the timestep embedding, so every
+residual block, not only the cross-attention layers, hears the whole prompt.
 
 SDXL (Podell et al. 2023) conditions on the pooled text embedding and six numbers: original size, crop
 offset and target size. The numbers get sinusoidal features like a timestep, everything is concatenated,
@@ -11,10 +16,46 @@ Every key must be used: a condition the model has no place for is an error, not 
 """
 
 import torch
+from torch import nn
 
 from .embeddings import TimestepEmbedding
 
-ADDITION_EMBED_TYPES = (None, "text_time")
+ADDITION_EMBED_TYPES = (None, "text", "text_time")
+
+
+class AttentionPooling(nn.Module):
+    """(B, tokens, D) -> (B, D): what a query made of the tokens' mean (plus ``positional_embedding``) reads
+    from the tokens and itself, per head; the heads' outputs are concatenated, with no output projection."""
+
+    def __init__(self, heads: int, dim: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.positional_embedding = nn.Parameter(torch.randn(1, dim) / dim**0.5)
+        self.k_proj, self.q_proj, self.v_proj = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        query_token = tokens.mean(dim=1, keepdim=True) + self.positional_embedding.to(tokens.dtype)
+        keys_from = torch.cat([query_token, tokens], dim=1)
+        split = lambda x: x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # noqa: E731 (B, heads, n, d)
+        q, k, v = split(self.q_proj(query_token)), split(self.k_proj(keys_from)), split(self.v_proj(keys_from))
+        weights = torch.softmax((q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).float(), dim=-1).to(q.dtype)
+        return (weights @ v).transpose(1, 2).flatten(1)  # (B, 1, heads, d) -> (B, D)
+
+
+class PooledTextEmbedding(nn.Module):
+    """``addition_embed_type="text"``: LayerNorm -> AttentionPooling -> Linear -> LayerNorm, added to the
+    timestep embedding (diffusers' names: norm1, pool, proj, norm2)."""
+
+    def __init__(self, text_dim: int, time_dim: int, heads: int) -> None:
+        super().__init__()
+        if text_dim % heads:
+            raise ValueError(f"addition_embed_type='text' pools {text_dim}-wide text with "
+                             f"addition_embed_type_num_heads={heads} heads; it must divide the width")
+        self.norm1, self.pool = nn.LayerNorm(text_dim), AttentionPooling(heads, text_dim)
+        self.proj, self.norm2 = nn.Linear(text_dim, time_dim), nn.LayerNorm(time_dim)
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        return self.norm2(self.proj(self.pool(self.norm1(text))))
 
 
 class TextTimeEmbedding(TimestepEmbedding):

@@ -38,7 +38,6 @@ FIXED_DIFFUSERS_SETTINGS: dict[str, Any] = {
     "attention_type": "default",
     "conv_in_kernel": 3,
     "conv_out_kernel": 3,
-    "addition_embed_type_num_heads": 64,
 }
 # Values that mean the same as the one above.
 EQUIVALENT = {("mid_block_only_cross_attention", False)}

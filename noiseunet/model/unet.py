@@ -27,7 +27,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from diffusers.utils.peft_utils import apply_lora_scale
 from torch import nn
 
-from .added_conditions import ADDITION_EMBED_TYPES, TextTimeEmbedding, take_added_conditions
+from .added_conditions import ADDITION_EMBED_TYPES, PooledTextEmbedding, TextTimeEmbedding, take_added_conditions
 from .attention import Conditioning, SpatialTransformer
 from .attention_processors import AttentionProcessorsMixin
 from .blocks import AttentionFactory, DownBlock, MidBlock, UpBlock  # noqa: F401 (DownBlock, UpBlock: re-exported)
@@ -72,7 +72,8 @@ class NoiseUNet(
         class_embed_type, num_class_embeds, projection_class_embeddings_input_dim, class_embeddings_concat:
             class conditioning (``class_labels``), see class_embedding.py.
         addition_embed_type, addition_time_embed_dim: SDXL's "text_time" conditions (``added_cond_kwargs``),
-            see added_conditions.py; projection_class_embeddings_input_dim is then their total width.
+            see added_conditions.py; projection_class_embeddings_input_dim is then their total width. "text":
+            the text tokens pooled by attention (addition_embed_type_num_heads heads) onto the timestep embedding.
 
     diffusers config keys for variants NoiseUNet does not build are not arguments: ``from_config`` refuses
     a config that sets them (diffusers_compat.py), and the config records the values this network has.
@@ -110,6 +111,7 @@ class NoiseUNet(
         class_embeddings_concat: bool = False,
         addition_embed_type: str | None = None,
         addition_time_embed_dim: int | None = None,
+        addition_embed_type_num_heads: int = 64,
     ):
         super().__init__()
         levels = level_settings(
@@ -122,7 +124,7 @@ class NoiseUNet(
         if addition_embed_type not in ADDITION_EMBED_TYPES:
             raise ValueError(f"addition_embed_type={addition_embed_type!r} is not supported; "
                              f"use one of {ADDITION_EMBED_TYPES}")
-        if addition_embed_type and not (addition_time_embed_dim and projection_class_embeddings_input_dim):
+        if addition_embed_type == "text_time" and not (addition_time_embed_dim and projection_class_embeddings_input_dim):
             raise ValueError("addition_embed_type='text_time' needs addition_time_embed_dim and "
                              "projection_class_embeddings_input_dim")
 
@@ -144,6 +146,11 @@ class NoiseUNet(
         if addition_embed_type == "text_time":
             self.add_time_proj = SinusoidalEmbedding(addition_time_embed_dim, flip_sin_to_cos, freq_shift)
             self.add_embedding = TextTimeEmbedding(projection_class_embeddings_input_dim, time_dim)
+        elif addition_embed_type == "text":
+            if not isinstance(cross_attention_dim, int):
+                raise ValueError("addition_embed_type='text' pools the text tokens: cross_attention_dim must be "
+                                 f"one width, got {cross_attention_dim}")
+            self.add_embedding = PooledTextEmbedding(cross_attention_dim, time_dim, addition_embed_type_num_heads)
         self.encoder_hid_proj = None  # an IP-Adapter's image projection, installed by load_ip_adapter
 
         # Encoder and decoder with their skips, and the middle.
@@ -205,9 +212,9 @@ class NoiseUNet(
         ``timestep_cond`` (LCM), ``added_cond_kwargs`` (added_conditions.py) and the ControlNet/T2I-Adapter
         residuals (residuals.py) are used as diffusers uses them; one the model has no place for raises.
         """
-        added = take_added_conditions(added_cond_kwargs, text_time=self.add_embedding is not None,
+        added = take_added_conditions(added_cond_kwargs, text_time=self.add_time_proj is not None,
                                       image=self.encoder_hid_proj is not None)
-        emb = self._embed(sample, timestep, class_labels, timestep_cond, added)
+        emb = self._embed(sample, timestep, class_labels, timestep_cond, added, encoder_hidden_states)
         cond = self._conditioning(sample, encoder_hidden_states, added, attention_mask, encoder_attention_mask,
                                   cross_attention_kwargs)
         residuals = SideResiduals(down_block_additional_residuals, mid_block_additional_residual,
@@ -235,8 +242,10 @@ class NoiseUNet(
         x = self.conv_out(self.conv_act(self.conv_norm_out(x)))
         return UNet2DConditionOutput(sample=x) if return_dict else (x,)
 
-    def _embed(self, sample, timestep, class_labels, timestep_cond, added: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The (B, time_dim) embedding every residual block reads: timestep, plus class and SDXL conditions."""
+    def _embed(self, sample, timestep, class_labels, timestep_cond, added: dict[str, torch.Tensor],
+               text: torch.Tensor | None) -> torch.Tensor:
+        """The (B, time_dim) embedding every residual block reads: timestep, plus class, pooled-text and SDXL
+        conditions."""
         features = self.time_proj(self._timesteps_for_batch(timestep, sample)).to(sample.dtype)
         emb = self.time_embedding(features, timestep_cond)
         if self.class_embedding is not None:
@@ -245,9 +254,13 @@ class NoiseUNet(
         elif class_labels is not None:
             raise ValueError("class_labels were given but this model has no class embedding "
                              "(num_class_embeds / class_embed_type)")
-        if self.add_embedding is not None:
+        if self.add_time_proj is not None:
             time_features = self.add_time_proj(added["time_ids"].flatten())
             emb = emb + self.add_embedding(added["text_embeds"], time_features, emb.dtype)
+        elif self.add_embedding is not None:
+            if text is None:
+                raise ValueError("addition_embed_type='text' conditions on the text: encoder_hidden_states is needed")
+            emb = emb + self.add_embedding(text)
         return emb
 
     def _conditioning(self, sample, encoder_hidden_states, added, attention_mask, encoder_attention_mask,
