@@ -57,6 +57,11 @@ def test_logit_normal_timesteps_are_sd3s_density_drawn_from_each_samples_generat
     assert 0.65 < middle < 0.75 and timesteps.min() >= 0 and timesteps.max() < 1000  # uniform: 0.5 (logit-normal: 0.70)
     _, uniform = draw_noise(x0, [torch.Generator().manual_seed(i) for i in range(len(x0))], 1000)
     assert 0.47 < ((uniform >= 250) & (uniform < 750)).float().mean() < 0.53
+    _, noisier = draw_noise(x0, [torch.Generator().manual_seed(i) for i in range(len(x0))], 1000,
+                            timesteps_from="logit_normal", logit_mean=1.0)
+    assert (noisier < 250).float().mean() < 0.03 and 0.09 < (noisier >= 900).float().mean() < 0.14  # 1.8%, 11.6%
+    with pytest.raises(ValueError, match="--timestep-logit-mean shifts --timestep-sampling logit_normal"):
+        TrainConfig(timestep_logit_mean=1.0)
 
 
 def shapes_folder(root: Path, count: int = 36) -> Path:

@@ -23,13 +23,14 @@ def per_sample_generators(key: tuple[int, ...], first: int, count: int) -> list[
 
 
 def draw_noise(x0: torch.Tensor, generator: Generator, num_timesteps: int, offset_noise: float = 0.0,
-               timesteps_from: str = "uniform") -> tuple[torch.Tensor, torch.Tensor]:
+               timesteps_from: str = "uniform", logit_mean: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(noise like ``x0``, timesteps (B,)) on ``x0``'s device, drawn on the generators' device.
 
     Given one generator per sample, each sample's draws depend on its generator alone, so a batch split over
     processes draws exactly what the whole batch draws in one. CPU generators draw on the CPU and the batch
     is moved once: the same seeds give the same noise on every device. ``timesteps_from``: "uniform", or a
-    density of diffusers' ``compute_density_for_timestep_sampling`` ("logit_normal": mean 0, std 1; "mode").
+    density of diffusers' ``compute_density_for_timestep_sampling`` ("logit_normal": mean ``logit_mean``, std
+    1, where a positive mean trains the noisier half more; "mode").
     """
     generators = generator if isinstance(generator, list) else [generator]
     where = generators[0].device if generators[0] is not None else x0.device
@@ -42,7 +43,7 @@ def draw_noise(x0: torch.Tensor, generator: Generator, num_timesteps: int, offse
         if timesteps_from == "uniform":
             timesteps.append(torch.randint(0, num_timesteps, shape[:1], generator=g, device=where))
         else:
-            u = compute_density_for_timestep_sampling(timesteps_from, shape[0], logit_mean=0.0, logit_std=1.0,
+            u = compute_density_for_timestep_sampling(timesteps_from, shape[0], logit_mean=logit_mean, logit_std=1.0,
                                                       mode_scale=1.29, device=where, generator=g)
             timesteps.append((u * num_timesteps).long().clamp(max=num_timesteps - 1))
     return (torch.cat(noise).to(x0.device, non_blocking=True),
@@ -58,9 +59,11 @@ def diffusion_loss(
     snr_gamma: float | None = None,
     offset_noise: float = 0.0,
     timesteps_from: str = "uniform",
+    logit_mean: float = 0.0,
 ) -> torch.Tensor:
     """One Monte-Carlo sample of the diffusion loss for a batch of clean images (or latents) ``x0``."""
-    noise, timesteps = draw_noise(x0, generator, scheduler.config.num_train_timesteps, offset_noise, timesteps_from)
+    noise, timesteps = draw_noise(x0, generator, scheduler.config.num_train_timesteps, offset_noise, timesteps_from,
+                                  logit_mean)
     noisy = scheduler.add_noise(x0, noise, timesteps)
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(x0, noise, timesteps)
