@@ -86,9 +86,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--snr-gamma", type=float, default=defaults.snr_gamma, help="min-SNR-gamma weighting, e.g. 5 (default and 0: off)")
     a("--offset-noise", type=float, default=defaults.offset_noise)
     a("--timestep-sampling", default=defaults.timestep_sampling, choices=choices(TrainConfig, "timestep_sampling"),
-      help="uniform over the schedule, or SD3's densities that train its middle more")
+      help="uniform over the schedule, or SD3's densities that train its middle more (default: uniform with "
+      "--pretrained, else logit_normal)")
     a("--timestep-logit-mean", type=float, default=defaults.timestep_logit_mean,
-      help="mean of logit_normal (default 0: the middle; > 0: noisier timesteps, where layout is decided)")
+      help="mean of logit_normal (default 1: rarely the least noisy quarter; 0: the middle)")
     a("--batch-size", type=int, default=defaults.batch_size, help="per process (default: 32 on a CPU, 64 on a GPU)")
     a("--gradient-accumulation-steps", type=int, default=defaults.gradient_accumulation_steps)
     a("--learning-rate", type=float, default=defaults.learning_rate)

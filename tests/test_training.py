@@ -61,7 +61,9 @@ def test_logit_normal_timesteps_are_sd3s_density_drawn_from_each_samples_generat
                             timesteps_from="logit_normal", logit_mean=1.0)
     assert (noisier < 250).float().mean() < 0.03 and 0.09 < (noisier >= 900).float().mean() < 0.14  # 1.8%, 11.6%
     with pytest.raises(ValueError, match="--timestep-logit-mean shifts --timestep-sampling logit_normal"):
-        TrainConfig(timestep_logit_mean=1.0)
+        TrainConfig(timestep_sampling="uniform", timestep_logit_mean=1.0)
+    assert TrainConfig().timestep_density == ("logit_normal", 1.0)  # a new model
+    assert TrainConfig(pretrained="runs/base").timestep_density == ("uniform", 1.0)  # as it was trained
 
 
 def shapes_folder(root: Path, count: int = 36) -> Path:

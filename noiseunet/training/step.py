@@ -33,7 +33,7 @@ def train_step(run: TrainingRun) -> None:
                 with torch.set_grad_enabled(parts.train_text_encoder):
                     context = encode_prompts(parts.tokenizer, run.text_encoder, batch["captions"])
             loss = diffusion_loss(run.forward_unet, x0, context, parts.scheduler, generator, config.snr_gamma,
-                                  config.offset_noise, config.timestep_sampling, config.timestep_logit_mean)
+                                  config.offset_noise, *config.timestep_density)
             losses.append(loss.detach())
             accelerator.backward(loss)
             if accelerator.sync_gradients:
