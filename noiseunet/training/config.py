@@ -180,7 +180,7 @@ class TrainConfig:
         built = [cli_name(name) for name in ("text_width", "text_layers", "max_text_length") if getattr(self, name)]
         built += ["--text-attention bidirectional"] if self.text_attention == "bidirectional" else []
         if built and (self.text_encoder or self.pretrained):
-            raise ValueError(f"{', '.join(built)} size the text encoder built from scratch; --text-encoder or "
+            raise ValueError(f"{', '.join(built)} shape the text encoder built from scratch; --text-encoder or "
                              "--pretrained brings its own")
         heads = self.preset.text_heads
         if self.text_width is not None and self.text_width % heads:
