@@ -21,8 +21,7 @@ def open_source(
     ``DEFAULT_MIXTURE``); a folder with metadata -> ImageCaptionFolder; a ``save_to_disk`` folder or a hub
     name -> HFImageCaptions. Errors name ``option``, the argument that gave ``data``."""
     if data in (None, "shapes"):
-        shares = {name: share for name, share in (mixture or DEFAULT_MIXTURE).items() if share > 0}
-        return ShapesDataset(size=resolution, seed=seed, mixture=shares)
+        return ShapesDataset(size=resolution, seed=seed, mixture=mixture or DEFAULT_MIXTURE)
     if mixture:
         raise ValueError(f"--mixture sets the families of the built-in shapes data, not of {option} {data}")
     if os.path.isdir(data) and any(os.path.exists(os.path.join(data, name)) for name in METADATA_FILES):

@@ -37,7 +37,7 @@ from .objects import (
 
 __all__ = ["BACKGROUND", "COLOURS", "DEFAULT_MIXTURE", "FAMILIES", "HELD_OUT", "NEW_WORD_SHAPES", "POSITIONS",
            "SAMPLE_PROMPTS", "SHAPES", "SINGLE", "SPLITS", "ShapeSpec", "ShapesDataset", "caption",
-           "evaluation_specs", "render", "split_specs"]
+           "evaluation_specs", "mixture_shares", "render", "split_specs"]
 
 POSITIONS: tuple[str, ...] = ("left", "middle", "right")  # thirds of the image width
 SPLITS: tuple[str, ...] = ("train", "held_out", "all", "new_word")
@@ -92,6 +92,16 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (SINGLE, *COMPO
 #: family's words and layouts thousands of times in that budget. Chosen, not tuned.
 DEFAULT_MIXTURE: dict[str, float] = {"single": 0.6, "two_objects": 0.08, "counting": 0.08, "colour_binding": 0.08,
                                      "relative_position": 0.08, "size": 0.08}
+
+
+def mixture_shares(mixture: Mapping[str, float]) -> dict[str, float]:
+    """The families of ``mixture`` with a positive share; a ValueError unless every name is a family, every
+    share >= 0 and some share positive (the message names --mixture, where users set it)."""
+    unknown = sorted(set(mixture) - set(FAMILIES))
+    if unknown or any(share < 0 for share in mixture.values()) or not any(mixture.values()):
+        raise ValueError(f"--mixture needs FAMILY=SHARE with families of {', '.join(FAMILIES)} and shares >= 0, "
+                         f"some positive; got {dict(mixture)}")
+    return {name: share for name, share in mixture.items() if share > 0}
 
 
 def split_specs(split: str) -> list[ShapeSpec]:
@@ -149,10 +159,7 @@ class ShapesDataset(CaptionedSource):
             raise ValueError("seed must be non-negative")
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        mixture = dict(mixture or {"single": 1.0})
-        unknown = set(mixture) - set(FAMILIES)
-        if unknown or not all(weight > 0 for weight in mixture.values()):
-            raise ValueError(f"mixture needs positive weights of families {tuple(FAMILIES)}, got {mixture}")
+        mixture = mixture_shares(mixture or {"single": 1.0})
         self.size, self.seed, self.split, self.mixture = size, seed, split, mixture
         self.family_specs = [FAMILIES[name].split(split) for name in mixture]
         self.bounds = np.cumsum(list(mixture.values())) / sum(mixture.values())  # family k: u < bounds[k]

@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..data.shapes import FAMILIES
+from ..data.shapes import mixture_shares
 from ..options import check_choices, check_range, cli_name
 
 
@@ -53,16 +53,6 @@ TEXT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj") 
 
 # Kept for scripts that build the trainer's shapes UNet (scripts/bench.py).
 SMALL_UNET: dict[str, Any] = MODEL_PRESETS["small"].unet
-
-
-def check_mixture(mixture: dict[str, float], data: str | None) -> None:
-    """A --mixture names families of the built-in data with shares >= 0, some positive, and no other data."""
-    if data not in (None, "shapes"):
-        raise ValueError(f"--mixture sets the families of the built-in shapes data, not of --data {data}")
-    unknown = sorted(set(mixture) - set(FAMILIES))
-    if unknown or any(share < 0 for share in mixture.values()) or not any(mixture.values()):
-        raise ValueError(f"--mixture needs FAMILY=SHARE with families of {', '.join(FAMILIES)} and shares >= 0, "
-                         f"some positive; got {mixture}")
 
 
 @dataclass
@@ -188,8 +178,10 @@ class TrainConfig:
                              f"heads; got {self.text_width}")
         if self.timestep_logit_mean is not None and self.timestep_density[0] != "logit_normal":
             raise ValueError("--timestep-logit-mean shifts --timestep-sampling logit_normal; give that too")
-        if self.mixture is not None:
-            check_mixture(self.mixture, self.data)
+        if self.mixture is not None:  # checked before anything is written
+            if self.data not in (None, "shapes"):
+                raise ValueError(f"--mixture sets the families of the built-in shapes data, not of --data {self.data}")
+            mixture_shares(self.mixture)
         if self.buckets and self.data in (None, "shapes"):
             raise ValueError("--buckets needs --data: a folder or a datasets dataset (the built-in shapes are square)")
         if self.pretrained and (self.model or self.unet):
