@@ -90,14 +90,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       "--pretrained, else logit_normal)")
     a("--timestep-logit-mean", type=float, default=defaults.timestep_logit_mean,
       help="mean of logit_normal (default 1: rarely the least noisy quarter; 0: the middle)")
-    a("--batch-size", type=int, default=defaults.batch_size, help="per process (default: 32 on a CPU, 64 on a GPU)")
+    a("--batch-size", type=int, default=defaults.batch_size, help="per process (default: 32 on a CPU, 512 on a GPU)")
     a("--gradient-accumulation-steps", type=int, default=defaults.gradient_accumulation_steps)
-    a("--learning-rate", type=float, default=defaults.learning_rate)
+    a("--learning-rate", type=float, default=defaults.learning_rate, help="default: 1e-3, and on a GPU with its "
+      "default batch 1e-3 * sqrt(global batch / 32)")
     a("--warmup-steps", type=int, default=defaults.warmup_steps)
     a("--lr-cooldown", type=float, default=defaults.lr_cooldown, help="the last this share of the run (of "
       "--max-steps or --max-minutes) the learning rate falls linearly to 0 (warmup-stable-decay; 0: constant)")
-    a("--ema-power", type=float, default=defaults.ema_power, help="EMA warmup: decay = 1 - (1 + step)^-power; "
-      "lower follows the weights more closely (shorter runs)")
+    a("--ema-power", type=float, default=defaults.ema_power, help="EMA warmup: at batch 32 the decay is 1 - "
+      "(1 + step)^-power, and other batches average over as many images; lower follows the weights more closely")
     a("--ema-max-decay", type=float, default=defaults.ema_max_decay)
     a("--max-steps", type=int, default=None)
     a("--max-minutes", type=float, default=defaults.max_minutes, help="time budget (0 = none)")

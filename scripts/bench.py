@@ -43,7 +43,7 @@ from diffusers import UNet2DConditionModel  # noqa: E402
 
 from noiseunet import NoiseUNet  # noqa: E402
 from noiseunet.model.diffusers_compat import max_relative_error  # noqa: E402
-from noiseunet.training.config import SMALL_UNET  # noqa: E402
+from noiseunet.training.config import GPU_BATCH, SMALL_UNET  # noqa: E402
 
 # The UNet `noiseunet train` builds for the built-in shapes, with the small text encoder's width.
 SHAPES = dict(sample_size=32, in_channels=3, out_channels=3, cross_attention_dim=64, **SMALL_UNET)
@@ -55,6 +55,8 @@ SD15_SMALL = dict(
     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
     layers_per_block=2, attention_head_dim=8, cross_attention_dim=768,
 )
+# Stable Diffusion 1.5's UNet itself (859.5M parameters) at 64x64 latents (512 px images): for --device cuda.
+SD15 = dict(SD15_SMALL, sample_size=64, block_out_channels=(320, 640, 1280, 1280))
 QUICK = dict(SHAPES, sample_size=16, block_out_channels=(32,) * len(SHAPES["block_out_channels"]))
 QUICK_TRAIN_UNET = {k: QUICK[k] for k in SMALL_UNET}
 
@@ -63,10 +65,13 @@ def default_config() -> dict:
     return {k: v for k, v in dict(NoiseUNet().config).items() if not k.startswith("_")}
 
 
-def configs(quick: bool) -> dict[str, tuple[dict, int]]:
-    """name -> (config, default batch)."""
+def configs(quick: bool, device: str = "cpu") -> dict[str, tuple[dict, int]]:
+    """name -> (config, default batch): on a GPU the shapes UNet at the trainer's GPU batch, and SD 1.5."""
     if quick:
         return {"quick": (QUICK, 1)}
+    if device == "cuda":
+        return {"shapes": (SHAPES, GPU_BATCH), "default": (default_config(), 64), "sd15-small": (SD15_SMALL, 64),
+                "sd15": (SD15, 32)}
     return {"shapes": (SHAPES, 32), "default": (default_config(), 16), "sd15-small": (SD15_SMALL, 8)}
 
 
@@ -349,7 +354,8 @@ def print_table(report: dict) -> None:
         loop = report["loop"]
         print(f"\ntraining loop: {loop['loop_images_per_s']:.1f} img/s, bare step {loop['bare_step_images_per_s']:.1f} "
               f"img/s (before/after the loop: {loop['bare_before_after'][0]:.1f}/{loop['bare_before_after'][1]:.1f}) "
-              f"-> loop / bare = {loop['loop_vs_bare']:.2f} (batch {loop['batch']}, {loop['precision']})")
+              f"-> loop / bare = {loop['loop_vs_bare']:.2f} (batch {loop['batch']}, {loop['precision']})"
+              + (f", {100 * loop['share_of_bf16_peak']:.1f}% of the bf16 peak" if "share_of_bf16_peak" in loop else ""))
     peak = max(report["peaks_tflop_per_s"]["matmul_bf16"], report["peaks_tflop_per_s"]["conv_bf16"])
     print("\nmachine peaks (TFLOP/s): " + ", ".join(f"{k} {v:.2f}" for k, v in report["peaks_tflop_per_s"].items()))
     header = f"{'config':<11} {'measure':<22} {'noiseunet':>10} {'diffusers':>10} {'compiled':>10} " \
@@ -378,7 +384,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny config, 1 repetition: a smoke test")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, help="batch size for every config (default: per config)")
-    parser.add_argument("--configs", nargs="*", help="subset of shapes, default, sd15-small (none: only --loop)")
+    parser.add_argument("--configs", nargs="*", help="subset of shapes, default, sd15-small, and on cuda sd15 "
+                        "(none: only --loop)")
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median reported)")
     parser.add_argument("--iters", type=int, default=2, help="calls per timed repetition")
     parser.add_argument("--warmup", type=int, default=2)
@@ -387,7 +394,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--loop", action="store_true", help="also time the whole `noiseunet train` loop against "
                         "its bare step")
-    parser.add_argument("--loop-batch", type=int, default=64, help="the loop's batch (the trainer's default: 64)")
+    parser.add_argument("--loop-batch", type=int, help="the loop's batch (default: the trainer's "
+                        f"{GPU_BATCH} on a GPU; 64 on a CPU, as the README's records)")
     parser.add_argument("--loop-steps", type=int, default=40, help="timed loop steps (a multiple of 10)")
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -404,7 +412,7 @@ def main(argv=None) -> dict:
     report = {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
               "peaks_tflop_per_s": {k: v / 1e12 for k, v in measure_peaks(args.device, args.quick).items()},
               "configs": {}}
-    for name, (config, batch) in configs(args.quick).items():
+    for name, (config, batch) in configs(args.quick, args.device).items():
         if args.configs and name not in args.configs:
             continue
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
@@ -416,7 +424,13 @@ def main(argv=None) -> dict:
     if args.loop:
         print("[bench] training loop ...", file=sys.stderr, flush=True)
         warmup, steps = (2, 4) if args.quick else (10, args.loop_steps)
-        report["loop"] = bench_loop(args.device, 4 if args.quick else args.loop_batch, warmup, steps, args.quick)
+        batch = 4 if args.quick else args.loop_batch or (GPU_BATCH if args.device == "cuda" else 64)
+        report["loop"] = bench_loop(args.device, batch, warmup, steps, args.quick)
+        shapes = report["configs"].get("shapes")
+        if shapes:  # the same UNet as the loop's: its FLOPs per image against the machine's bf16 peak
+            peak = max(report["peaks_tflop_per_s"]["matmul_bf16"], report["peaks_tflop_per_s"]["conv_bf16"])
+            tflops = report["loop"]["loop_images_per_s"] * shapes["gflop_per_image"]["train"] / 1e3
+            report["loop"]["share_of_bf16_peak"] = tflops / peak
     print_table(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -128,3 +128,22 @@ def test_text_encoder_options_need_an_encoder_built_from_scratch():
     with pytest.raises(ValueError, match="multiple of the preset's 2 attention heads; got 63"):
         TrainConfig(text_width=63)
     assert TrainConfig(text_width=128, text_layers=3).text_layers == 3
+
+
+@pytest.mark.parametrize("device, processes, batch, rate", [
+    ("cpu", 1, 32, 1e-3),
+    ("cuda", 1, 512, 4e-3),  # sqrt(512 / 32) = 4
+    ("cuda", 4, 512, 8e-3),  # the global batch: sqrt(2048 / 32) = 8
+])
+def test_the_device_picks_the_batch_and_its_learning_rate(device, processes, batch, rate):
+    config = TrainConfig().for_device(torch.device(device), processes)
+    assert config.batch_size == batch and config.learning_rate == pytest.approx(rate)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_a_batch_or_rate_the_user_sets_is_kept(device):
+    device = torch.device(device)
+    assert TrainConfig(batch_size=64).for_device(device).learning_rate == 1e-3  # no scaling of a chosen batch
+    assert TrainConfig(learning_rate=0.0).for_device(device).learning_rate == 0.0
+    assert TrainConfig(learning_rate=2e-4).for_device(device, 8).learning_rate == 2e-4
+    assert TrainConfig(batch_size=8).for_device(device).batch_size == 8

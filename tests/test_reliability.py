@@ -169,9 +169,16 @@ def test_failed_save_removes_its_files_and_keeps_the_previous_checkpoint(tmp_pat
     assert verify(tmp_path / "checkpoints" / "step-0000001") is None
 
 
-def test_nan_training_stops_with_a_message_and_saves_no_nan(tmp_path):
+@pytest.mark.parametrize("decided_on_device", [False, True], ids=["host", "device"])
+def test_nan_training_stops_with_a_message_and_saves_no_nan(tmp_path, monkeypatch, decided_on_device):
     """A learning rate of 1e30 sends the weights to ~1e30 after one step; every later loss overflows. Those
-    steps are skipped and counted; after five in a row the run stops, and no checkpoint holds a NaN."""
+    steps are skipped and counted; after five in a row the run stops, and no checkpoint holds a NaN.
+
+    "device" runs the GPU's guard on the CPU: the fused AdamW kernel skips the update from a device flag
+    (``found_inf``), which the host reads only with the log."""
+    import noiseunet.training.run as run_module
+
+    monkeypatch.setattr(run_module, "skips_on_device", lambda device: decided_on_device)
     with pytest.raises(FloatingPointError, match="NaN/Inf for 5 steps in a row at step 5; lower --learning-rate"):
         train(tiny_config(tmp_path / "run", max_steps=20, learning_rate=1e30, checkpoint_every=1))
     checkpoints = sorted((tmp_path / "run" / "checkpoints").iterdir())

@@ -92,12 +92,15 @@ def test_training_on_a_folder_learns_and_writes_every_output(tmp_path):
 
 
 def test_saved_weights_are_the_exponential_moving_average(tmp_path):
-    """Two steps: EMA = d * w1 + (1 - d) * w2 with diffusers' warmup decay d = 1 - 2^-power after step 2."""
+    """Two steps: EMA = d * w1 + (1 - d) * w2 with the warmup decay after step 2 counted in images
+    (training/ema.py): d = 1 - k (1 + k)^-power for k = batch 4 / reference batch 32 (diffusers' 1 - 2^-power
+    at k = 1)."""
     output = train(tiny_config(tmp_path / "run", max_steps=2, checkpoint_every=1, checkpoints_total_limit=5,
                                ema_power=0.75))
     raw = [load_file(output / "checkpoints" / f"step-000000{k}" / "model.safetensors") for k in (1, 2)]
     ema = load_file(output / "unet" / "diffusion_pytorch_model.safetensors")
-    decay = 1 - 2 ** -0.75
+    k = 4 / 32
+    decay = 1 - k * (1 + k) ** -0.75
     for name, value in ema.items():
         torch.testing.assert_close(value, decay * raw[0][name] + (1 - decay) * raw[1][name], rtol=1e-5, atol=1e-6)
     assert any(not torch.equal(ema[k], raw[1][k]) for k in ema)
@@ -177,3 +180,20 @@ def test_the_learning_rate_cools_down_linearly_over_the_last_share_of_the_steps(
     assert rates("constant", 0.0) == pytest.approx([1e-3] * 10)
     with pytest.raises(ValueError, match="^--lr-cooldown needs an end to cool down to"):
         TrainConfig(lr_cooldown=0.3, max_minutes=None)
+
+
+def test_gpu_noise_is_one_generator_per_process_batch_and_cpu_noise_one_per_sample():
+    """On the CPU every sample has its own generator (the noise does not depend on the process count); on a
+    GPU one device generator draws the batch, seeded by (seed, step, micro-batch, first sample)."""
+    from noiseunet.training.diffusion import per_sample_generators, step_generators
+
+    cpu = step_generators((0, 5, 0), 8, 4)
+    assert [g.initial_seed() for g in cpu] == [g.initial_seed() for g in per_sample_generators((0, 5, 0), 8, 4)]
+    if torch.cuda.is_available():
+        gpu = step_generators((0, 5, 0), 8, 4, torch.device("cuda"))
+        again = step_generators((0, 5, 0), 8, 4, torch.device("cuda"))
+        other = step_generators((0, 5, 1), 8, 4, torch.device("cuda"))
+        assert gpu.device.type == "cuda" and gpu.initial_seed() == again.initial_seed() != other.initial_seed()
+        x0 = torch.zeros(4, 3, 8, 8, device="cuda")
+        noise, timesteps = draw_noise(x0, gpu, 1000)
+        assert noise.device.type == "cuda" and timesteps.shape == (4,)

@@ -57,7 +57,7 @@ class RunLog:
         if enabled:
             self._keep_records_up_to(initial_step)
         self.last_time, self.last_written, self.last_step = now, initial_step, initial_step
-        self.losses, self.grad_norms, self.skipped, self.lr = [], [], 0, None
+        self.losses, self.grad_norms, self.kept, self.lr = [], [], [], None
         self.bar = tqdm(total=None if max_steps == math.inf else int(max_steps), initial=initial_step, unit="step",
                         desc="training", disable=not enabled, dynamic_ncols=True)
 
@@ -65,16 +65,19 @@ class RunLog:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def step(self, step: int, loss: torch.Tensor | None, lr: float, grad_norm: torch.Tensor | None = None) -> None:
-        """``loss``: this step's loss as a 0-d tensor, or None for a step skipped for NaN/Inf."""
+    def step(self, step: int, loss: torch.Tensor | None, lr: float, grad_norm: torch.Tensor | None = None,
+             finite: bool | torch.Tensor = True) -> None:
+        """``loss``: this step's loss as a 0-d tensor; None, or ``finite`` False, for a step skipped for NaN/Inf.
+        ``finite`` may be a device tensor (a GPU's step decides on the device): it is read with the loss."""
         self.bar.update(step - self.last_step)
         self.last_step, self.lr = step, lr
         if loss is None:
-            self.skipped += 1
-        else:
-            self.losses.append(loss.detach())
-            if grad_norm is not None:
-                self.grad_norms.append(grad_norm.detach())
+            loss, finite = torch.zeros(()), False
+        kept = torch.as_tensor(finite, device=loss.device)
+        self.kept.append(kept)
+        self.losses.append(torch.where(kept, loss.detach().float(), 0.0))
+        if grad_norm is not None:
+            self.grad_norms.append(torch.where(kept, grad_norm.detach().float(), 0.0))
         if step % self.every == 0:
             self._write(step)
 
@@ -82,12 +85,13 @@ class RunLog:
         if not self.enabled or step <= self.last_written:
             return
         now, steps = time.perf_counter(), step - self.last_written
-        mean = lambda values: torch.stack(values).float().mean().item() if values else None  # noqa: E731
+        kept = int(torch.stack(self.kept).sum()) if self.kept else 0  # the host waits for the device here
+        mean = lambda values: torch.stack(values).sum().item() / kept if values and kept else None  # noqa: E731
         record = {"step": step, "loss": mean(self.losses), "lr": self.lr,  # loss None: every step was skipped
                   "images_per_second": self.images_per_step * steps / max(now - self.last_time, 1e-9),
-                  "grad_norm": mean(self.grad_norms), "skipped_steps": self.skipped,
+                  "grad_norm": mean(self.grad_norms), "skipped_steps": len(self.kept) - kept,
                   "minutes": (now - self.start) / 60}
-        self.last_time, self.last_written, self.losses, self.grad_norms, self.skipped = now, step, [], [], 0
+        self.last_time, self.last_written, self.losses, self.grad_norms, self.kept = now, step, [], [], []
         postfix = {"loss": "skipped" if record["loss"] is None else f"{record['loss']:.4f}",
                    "img/s": f"{record['images_per_second']:.0f}"}
         if self.budget_s != math.inf:

@@ -51,6 +51,22 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
 LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")  # CLIP's attention
 
+# The CPU recipe (learning rate, warmup, EMA horizon) was tuned at this batch.
+REFERENCE_BATCH = 32
+BASE_LEARNING_RATE = 1e-3
+# A GPU's default batch. On one H100 the shapes UNet's bare step ran at 430 img/s in the loop at batch 64
+# (host-bound), 7,136 img/s at 512 and 12,275 at 2,048 (issue 17): 512 keeps most of that rate while a
+# 30-second run still takes hundreds of steps.
+GPU_BATCH = 512
+
+
+def scaled_learning_rate(batch: int) -> float:
+    """BASE_LEARNING_RATE at REFERENCE_BATCH, scaled by the square root of the batch ratio: Adam's scaling rule
+    (Malladi et al. 2022, "On the SDEs and Scaling Rules for Adaptive Gradient Algorithms"), under which the
+    updates' noise per image stays the same. The warmup (--warmup-steps) covers the first, unstable steps."""
+    return BASE_LEARNING_RATE * (batch / REFERENCE_BATCH) ** 0.5
+
+
 # Kept for scripts that build the trainer's shapes UNet (scripts/bench.py).
 SMALL_UNET: dict[str, Any] = MODEL_PRESETS["small"].unet
 
@@ -123,11 +139,13 @@ class TrainConfig:
     timestep_sampling: Literal["uniform", "logit_normal", "mode"] | None = None
     timestep_logit_mean: float | None = None  # of logit_normal; None = 1.0
     # Optimisation.
-    # Per process. None: 32 on a CPU, where short runs are short of steps (at 5 minutes on the built-in
-    # shapes, 32 gave 600 steps and 91% against 347 steps and 80% for 64), and 64 on a GPU.
+    # Per process. None: picked for the device (for_device): 32 on a CPU, where short runs are short of steps
+    # (at 5 minutes on the built-in shapes, 32 gave 600 steps and 91% against 347 steps and 80% for 64), and
+    # GPU_BATCH on a GPU, where a CPU-sized batch leaves the device waiting on the host.
     batch_size: int | None = None
     gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-3
+    # None: BASE_LEARNING_RATE, scaled by sqrt(batch / REFERENCE_BATCH) when the batch is the GPU's pick.
+    learning_rate: float | None = None
     warmup_steps: int = 100
     # Warmup-stable-decay (Hägele et al. 2024): over the last this share of the run (of --max-steps, or of
     # --max-minutes, whichever ends it first) the learning rate falls linearly to 0. A budgeted run then ends
@@ -135,9 +153,11 @@ class TrainConfig:
     lr_cooldown: float = 0.0
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
-    # EMA warmup: decay = 1 - (1 + step)^-power, capped at ema_max_decay. 0.5 averages over about sqrt(step)
-    # steps; 0.75 (diffusers' example) over step^0.75, a quarter of a 350-step run, which then scores the
-    # weights of 80 steps ago (80% all-correct at 5 minutes against 85% for 0.5).
+    # EMA warmup, counted in images: the average spans REFERENCE_BATCH * (1 + images / REFERENCE_BATCH)^power
+    # images (capped by ema_max_decay at REFERENCE_BATCH images per step), so at batch 32 the decay is
+    # diffusers' 1 - (1 + step)^-power, and a larger batch averages over the same images, not the same steps.
+    # 0.5 averages over about sqrt(step) steps; 0.75 (diffusers' example) over step^0.75, a quarter of a
+    # 350-step run, which then scores the weights of 80 steps ago (80% all-correct at 5 minutes against 85%).
     ema_power: float = 0.5
     ema_max_decay: float = 0.999
     max_steps: int | None = None
@@ -218,11 +238,17 @@ class TrainConfig:
         """The preset's UNet config with this run's overrides."""
         return {**self.preset.unet, **self.unet}
 
-    def for_device(self, device: torch.device) -> "TrainConfig":
-        """This config with the defaults that depend on the device filled in."""
-        if self.batch_size is not None:
-            return self
-        return replace(self, batch_size=64 if device.type == "cuda" else 32)
+    def for_device(self, device: torch.device, processes: int = 1) -> "TrainConfig":
+        """This config with the defaults that depend on the device filled in: the batch, and with the GPU's
+        batch a learning rate scaled to the global batch (``processes`` x batch x accumulation). A batch or a
+        rate the user set is kept as it is."""
+        on_gpu = self.batch_size is None and device.type == "cuda"
+        batch = self.batch_size or (GPU_BATCH if on_gpu else REFERENCE_BATCH)
+        rate = self.learning_rate
+        if rate is None:
+            global_batch = batch * processes * self.gradient_accumulation_steps
+            rate = scaled_learning_rate(global_batch) if on_gpu else BASE_LEARNING_RATE
+        return replace(self, batch_size=batch, learning_rate=rate)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -22,6 +22,21 @@ def per_sample_generators(key: tuple[int, ...], first: int, count: int) -> list[
     return [torch.Generator().manual_seed(hash((*key, first + i)) % 2**63) for i in range(count)]
 
 
+def step_generators(key: tuple[int, ...], first: int, count: int,
+                    device: torch.device = torch.device("cpu")) -> Generator:
+    """The generators of one process's micro-batch: on the CPU ``per_sample_generators``; on a GPU one
+    generator on the device, seeded by ``key`` and ``first``.
+
+    Per-sample CPU generators make the noise independent of the process count and the device, but draw
+    sample by sample on the host: at a GPU's batch of hundreds that loop, not the GPU, would set the pace.
+    The device generator draws the whole batch in one kernel; a resumed run on the same device and process
+    count still draws exactly the same noise.
+    """
+    if device.type != "cuda":
+        return per_sample_generators(key, first, count)
+    return torch.Generator(device).manual_seed(hash((*key, first, -1)) % 2**63)
+
+
 def draw_noise(x0: torch.Tensor, generator: Generator, num_timesteps: int, offset_noise: float = 0.0,
                timesteps_from: str = "uniform", logit_mean: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(noise like ``x0``, timesteps (B,)) on ``x0``'s device, drawn on the generators' device.

@@ -28,7 +28,8 @@ from ..runtime import RunLog, largest, make_accelerator, resolve_trackers
 from .cache import FrozenFeatureCache, build_cache
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .components import Components, build_components
-from .config import TrainConfig
+from .config import REFERENCE_BATCH, TrainConfig
+from .ema import ImageCountedEMA
 from .lora import save_lora
 from .validation import ema_weights, trained_parameters, validation_grid
 
@@ -51,8 +52,12 @@ class TrainingRun:
     cache: FrozenFeatureCache | None
     step: int = 0
     images_seen: int = 0
-    skipped: int = 0  # steps skipped for NaN/Inf, in all
-    bad_in_a_row: int = 0
+    skipped: int | torch.Tensor = 0  # steps skipped for NaN/Inf, in all (on a GPU, a device tensor)
+    bad_in_a_row: int | torch.Tensor = 0
+
+    @property
+    def skips_on_device(self) -> bool:
+        return skips_on_device(self.accelerator.device)
 
     @property
     def output(self) -> Path:
@@ -85,7 +90,7 @@ class TrainingRun:
                 group["lr"] *= factor
 
     def save_checkpoint(self) -> Path:
-        state = {"step": self.step, "images_seen": self.images_seen, "skipped": self.skipped,
+        state = {"step": self.step, "images_seen": self.images_seen, "skipped": int(self.skipped),
                  "processes": self.accelerator.num_processes, "seconds": self.log.elapsed}
         return save_checkpoint(self.accelerator, self.output, state, self.ema, self.parameters,
                                self.config.checkpoints_total_limit, {"stream": self.batches.state_dict()})
@@ -114,7 +119,7 @@ def start_run(config: TrainConfig) -> TrainingRun:
         config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
         step_scheduler_with_optimizer=False, log_with=resolve_trackers(config.report_to) or None,
         project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / "logs")))
-    config = config.for_device(accelerator.device)
+    config = config.for_device(accelerator.device, accelerator.num_processes)
     set_seed(config.seed)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
@@ -126,11 +131,15 @@ def start_run(config: TrainConfig) -> TrainingRun:
     if config.gradient_checkpointing:
         parts.unet.enable_gradient_checkpointing()
     parameters = trained_parameters(parts.unet, parts.text_encoder)
-    # Not fused: with the fused CPU AdamW, a run resumed from a checkpoint ended a few ulps away from the
+    # Fused on a GPU: one kernel for the whole update, which also skips a NaN/Inf step on the device (step.py).
+    # Not on the CPU: with the fused CPU AdamW, a run resumed from a checkpoint ended a few ulps away from the
     # uninterrupted run (tests/test_reliability.py); the default implementation resumes bit for bit.
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay,
+                                  fused=skips_on_device(accelerator.device) or None)
     lr_schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.warmup_steps)
-    ema = EMAModel(parameters, decay=config.ema_max_decay, use_ema_warmup=True, power=config.ema_power, foreach=True)
+    per_step = config.batch_size * accelerator.num_processes * config.gradient_accumulation_steps  # global batch
+    ema = ImageCountedEMA(parameters, per_step, REFERENCE_BATCH, decay=config.ema_max_decay, use_ema_warmup=True,
+                          power=config.ema_power, foreach=True)
     unet, text_encoder, optimizer, lr_schedule = accelerator.prepare(parts.unet, parts.text_encoder, optimizer,
                                                                      lr_schedule)
     if parts.vae is not None:
@@ -150,16 +159,27 @@ def start_run(config: TrainConfig) -> TrainingRun:
         accelerator.print(f"resumed from {checkpoint} at step {step}")
     accelerator.init_trackers("train", config=_tracker_config(config))
 
-    per_step = config.batch_size * accelerator.num_processes * config.gradient_accumulation_steps  # global batch
     log = RunLog(output, per_step, config.log_every, config.max_steps or math.inf,
                  config.max_minutes * 60 if config.max_minutes else math.inf, step, accelerator.is_main_process,
                  accelerator, seconds)
     unet.train()
     return TrainingRun(
         config=config, accelerator=accelerator, batches=batches, parts=parts, unet=unet, text_encoder=text_encoder,
-        forward_unet=torch.compile(unet) if config.compile else unet, parameters=parameters, optimizer=optimizer,
+        forward_unet=compiled(unet, accelerator.device) if config.compile else unet, parameters=parameters, optimizer=optimizer,
         lr_schedule=lr_schedule, ema=ema, log=log, prompts=config.validation_prompts or batches.validation_prompts(),
         cache=cache, step=step, images_seen=images_seen, skipped=skipped)
+
+
+def skips_on_device(device: torch.device) -> bool:
+    """Whether the step decides NaN/Inf skips on the device (fused CUDA AdamW's ``found_inf``) rather than on
+    the host: on a GPU, reading a flag back every step would make the host wait for the device."""
+    return device.type == "cuda"
+
+
+def compiled(unet: nn.Module, device: torch.device) -> nn.Module:
+    """``--compile``: inductor; on a GPU with CUDA graphs ("reduce-overhead"), so the host launches one graph
+    per forward and backward instead of hundreds of small kernels."""
+    return torch.compile(unet, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
 def open_batches(config: TrainConfig, rank: int = 0, world: int = 1,
@@ -223,7 +243,7 @@ def finish_run(run: TrainingRun, stopped_by: int | None) -> Path:
                                                                                                 safe_serialization=True)
         run.validate()
         summary = {"steps": run.step, "images_seen": run.images_seen, "minutes": minutes,
-                   "skipped_steps": run.skipped, "precision": accelerator.mixed_precision,
+                   "skipped_steps": int(run.skipped), "precision": accelerator.mixed_precision,
                    "processes": accelerator.num_processes,
                    "images_per_second": run.images_seen / max(minutes * 60, 1e-9)}
         write_json(output / "train_summary.json", summary)

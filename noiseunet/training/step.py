@@ -4,7 +4,7 @@ import torch
 from accelerate import Accelerator
 
 from ..text import encode_prompts
-from .diffusion import diffusion_loss, per_sample_generators
+from .diffusion import diffusion_loss, step_generators
 from .run import TrainingRun
 
 MAX_BAD_STEPS_IN_A_ROW = 5
@@ -14,14 +14,15 @@ def train_step(run: TrainingRun) -> None:
     """Advance ``run`` by one optimizer step (``gradient_accumulation_steps`` micro-batches on every process).
 
     Noise and timesteps come from generators seeded by (seed, step, micro-batch) and the sample's place in
-    the global batch, so a resumed run, and a run on another number of processes, draws the same ones.
+    the global batch, so a resumed run, and on the CPU a run on another number of processes, draws the same
+    ones (``step_generators``).
     """
     config, accelerator, parts = run.config, run.accelerator, run.parts
     rank, losses = accelerator.process_index, []
     for micro in range(config.gradient_accumulation_steps):
         batch = next(run.batches)
-        generator = per_sample_generators((config.seed, run.step, micro), rank * config.batch_size,
-                                          len(batch["captions"]))
+        generator = step_generators((config.seed, run.step, micro), rank * config.batch_size, len(batch["captions"]),
+                                    accelerator.device)
         with accelerator.accumulate(run.unet), accelerator.autocast():
             x0, context = frozen_features(run, batch, generator)
             if x0 is None:
@@ -38,29 +39,47 @@ def train_step(run: TrainingRun) -> None:
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 grad_norm = accelerator.clip_grad_norm_(run.parameters, config.max_grad_norm)
-                # The one host-device synchronisation of a step: NaN/Inf in any loss or gradient (on any
-                # process) skips the update, so NaN never reaches the weights.
-                finite = all_finite(accelerator, torch.stack([*losses, grad_norm.float()]))
-                if finite:
-                    run.optimizer.step()
-                    run.lr_schedule.step()
+                # NaN/Inf in any loss or gradient (on any process) skips the update, so NaN never reaches the
+                # weights; every process decides alike.
+                finite = update_unless_bad(run, all_finite(accelerator, torch.stack([*losses, grad_norm.float()])))
                 run.optimizer.zero_grad(set_to_none=True)
 
-    run.bad_in_a_row = 0 if finite else run.bad_in_a_row + 1
-    run.skipped += not finite
-    if run.bad_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
-        raise FloatingPointError(f"loss or gradients were NaN/Inf for {run.bad_in_a_row} steps in a row at step "
-                                 f"{run.step}; lower --learning-rate or check the data")
+    on_device = isinstance(finite, torch.Tensor)
+    bad = ~finite if on_device else not finite
+    run.bad_in_a_row = (run.bad_in_a_row + 1) * bad
+    run.skipped = run.skipped + bad
+    if not on_device or (run.step + 1) % config.log_every == 0:  # a device flag is read as the log reads losses
+        if run.bad_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
+            raise FloatingPointError(f"loss or gradients were NaN/Inf for {int(run.bad_in_a_row)} steps in a row "
+                                     f"at step {run.step}; lower --learning-rate or check the data")
     run.step += 1
-    if finite:
+    if on_device or finite:
         run.ema.step(run.parameters)
         run.cool_down()  # the rate of the next step, from how far the run now is
     run.images_seen += run.images_per_step
     loss = torch.stack(losses).mean()
-    if finite and accelerator.num_processes > 1:  # the whole global batch's loss, as one process would log it
+    if accelerator.num_processes > 1:  # the whole global batch's loss, as one process would log it
         loss = accelerator.reduce(loss, reduction="mean")
-    run.log.step(run.step, loss if finite else None, run.optimizer.param_groups[0]["lr"],
-                 grad_norm if finite else None)
+    run.log.step(run.step, loss, run.optimizer.param_groups[0]["lr"], grad_norm, finite)
+
+
+def update_unless_bad(run: TrainingRun, finite: torch.Tensor) -> bool | torch.Tensor:
+    """Step the optimizer and the LR schedule unless ``finite`` (a 0-d bool tensor) is False; returns it.
+
+    On the CPU the flag is read here, the one host-device synchronisation of a step, and a bad step changes
+    nothing. On a GPU (``run.skips_on_device``) the fused AdamW kernel takes it as ``found_inf`` and leaves the
+    weights and their moments as they were; the schedule and the EMA step anyway (the EMA towards unchanged
+    weights), and the flag is returned as the device tensor it is, so the host never waits for the step.
+    """
+    if run.skips_on_device:
+        run.optimizer.optimizer.found_inf = (~finite).float()  # read by the fused kernel, as GradScaler sets it
+        run.optimizer.step()
+        run.lr_schedule.step()
+        return finite
+    if finite.item():
+        run.optimizer.step()
+        run.lr_schedule.step()
+    return bool(finite)
 
 
 def frozen_features(run: TrainingRun, batch: dict, generator: list[torch.Generator]):
@@ -71,7 +90,8 @@ def frozen_features(run: TrainingRun, batch: dict, generator: list[torch.Generat
     return run.cache.latents(batch, generator, device), run.cache.context(batch["captions"], device)
 
 
-def all_finite(accelerator: Accelerator, value: torch.Tensor) -> bool:
-    """Whether ``value`` is finite on every process, so that all processes skip a bad step together."""
+def all_finite(accelerator: Accelerator, value: torch.Tensor) -> torch.Tensor:
+    """Whether ``value`` is finite on every process (a 0-d bool tensor on the device), so that all processes
+    skip a bad step together."""
     bad = (~torch.isfinite(value.detach().float())).any().float().reshape(1)
-    return not (accelerator.reduce(bad, reduction="max") if accelerator.num_processes > 1 else bad).item()
+    return ~(accelerator.reduce(bad, reduction="max") if accelerator.num_processes > 1 else bad)[0].bool()
