@@ -106,9 +106,15 @@ def test_saved_weights_are_the_exponential_moving_average(tmp_path):
     assert any(not torch.equal(ema[k], raw[1][k]) for k in ema)
 
 
-def test_v_prediction_run_saves_its_prediction_type(tmp_path):
+def test_v_prediction_run_saves_its_prediction_type_and_samplers_start_from_pure_noise(tmp_path):
+    """A new model's samplers inherit "trailing" spacing: 20 DPM-Solver++ steps start at t = 999, not 940."""
+    from noiseunet.pipeline import use_scheduler
+
     output = train(tiny_config(tmp_path / "run", prediction_type="v_prediction", offset_noise=0.1, max_steps=2))
     assert json.loads((output / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
+    sampler = use_scheduler(NoiseUNetPipeline.from_pretrained(output), "dpm++").scheduler
+    sampler.set_timesteps(20)
+    assert sampler.timesteps[0] == 999 and sampler.timesteps[-1] == 49
 
 
 @pytest.mark.parametrize("cooldown", [0.0, 0.5])
