@@ -147,3 +147,12 @@ def test_a_batch_or_rate_the_user_sets_is_kept(device):
     assert TrainConfig(learning_rate=0.0).for_device(device).learning_rate == 0.0
     assert TrainConfig(learning_rate=2e-4).for_device(device, 8).learning_rate == 2e-4
     assert TrainConfig(batch_size=8).for_device(device).batch_size == 8
+
+
+@pytest.mark.parametrize("cores, local_processes, workers", [(16, 1, 8), (16, 4, 2), (8, 1, 4), (2, 1, 2)])
+def test_gpu_loader_workers_share_half_the_cores_among_the_gpu_processes(monkeypatch, cores, local_processes, workers):
+    from noiseunet.training import run
+
+    monkeypatch.setattr(run.os, "cpu_count", lambda: cores)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_processes))
+    assert run.gpu_loader_workers() == workers

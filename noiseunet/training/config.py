@@ -168,7 +168,7 @@ class TrainConfig:
     compile: bool = False
     # Bookkeeping.
     seed: int = 0
-    num_workers: int | None = None  # data loader processes; None = 2 on a GPU, 0 on a CPU
+    num_workers: int | None = None  # data loader processes; None = 2-8 per GPU (run.gpu_loader_workers), 0 on a CPU
     log_every: int = 25
     # accelerate trackers, logs in OUTPUT/logs; "auto" = TensorBoard when it is installed.
     report_to: Literal["auto", "tensorboard", "wandb", "none"] = "auto"
