@@ -156,3 +156,15 @@ def test_gpu_loader_workers_share_half_the_cores_among_the_gpu_processes(monkeyp
     monkeypatch.setattr(run.os, "cpu_count", lambda: cores)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_processes))
     assert run.gpu_loader_workers() == workers
+
+
+def test_a_new_model_for_folder_data_pools_the_caption_into_the_timestep_embedding(tmp_path):
+    """Data of many concepts gets addition_embed_type="text"; the built-in shapes and sd15 keep their preset,
+    and --config can turn it off."""
+    folder = TrainConfig(data=str(tmp_path))
+    assert folder.unet_config["addition_embed_type"] == "text"
+    assert folder.unet_config["addition_embed_type_num_heads"] == MODEL_PRESETS["small"].text_heads
+    assert "addition_embed_type" not in TrainConfig().unet_config
+    assert "addition_embed_type" not in TrainConfig(data="shapes").unet_config
+    assert "addition_embed_type" not in TrainConfig(data=str(tmp_path), model="sd15").unet_config
+    assert TrainConfig(data=str(tmp_path), unet={"addition_embed_type": None}).unet_config["addition_embed_type"] is None

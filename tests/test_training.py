@@ -156,6 +156,7 @@ def test_folder_data_with_caption_lists_in_latent_space(tmp_path, vae):
                                beta_schedule="scaled_linear", max_steps=2))
     unet_config = json.loads((output / "unet" / "config.json").read_text())
     assert unet_config["in_channels"] == 4 and unet_config["sample_size"] == 16
+    assert unet_config["addition_embed_type"] == "text"  # folder data: the caption pooled into every block
     sd = StableDiffusionPipeline.from_pretrained(output, safety_checker=None, requires_safety_checker=False)
     sd.set_progress_bar_config(disable=True)
     images = sd("picture 1", num_inference_steps=2, height=32, width=32, output_type="np").images
