@@ -244,7 +244,7 @@ class TrainConfig:
         model also adds the caption, pooled by attention, to the timestep embedding (diffusers'
         ``addition_embed_type="text"``), so every residual block, not only cross-attention, hears which concept
         is asked for. On the emoji benchmark (729 concepts, 10 minutes) it doubled top-1 retrieval (1.51%
-        against 0.69%) and left 14 of 20 prompts' pairs alike instead of 41; on the built-in shapes it changed
+        against 0.69%) and left 14 of the 190 pairs of 20 prompts alike instead of 41; on the built-in shapes it changed
         little (10 minutes: 49.4% / 37.6% over the families against 42.9% / 42.4%), so they keep the plain
         preset, as does sd15, which keeps SD 1.5's exact shape. ``--config '{"addition_embed_type": null}'``
         turns it off."""

@@ -44,7 +44,7 @@ def train_step(run: TrainingRun) -> None:
                 finite = update_unless_bad(run, all_finite(accelerator, torch.stack([*losses, grad_norm.float()])))
                 run.optimizer.zero_grad(set_to_none=True)
 
-    on_device = isinstance(finite, torch.Tensor)
+    on_device = run.skips_on_device  # then ``finite`` is still a device tensor
     bad = ~finite if on_device else not finite
     run.bad_in_a_row = (run.bad_in_a_row + 1) * bad
     run.skipped = run.skipped + bad
