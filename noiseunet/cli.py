@@ -8,7 +8,7 @@ from pathlib import Path
 from .data.shapes import DEFAULT_MIXTURE, FAMILIES, SAMPLE_PROMPTS
 from .options import literal_choices
 from .pipeline import SAMPLING
-from .training.config import MODEL_PRESETS, TrainConfig
+from .training.config import MANY_CONCEPTS_GUIDANCE, MODEL_PRESETS, TrainConfig
 
 
 def choices(config_class: type, name: str) -> list:
@@ -140,7 +140,9 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--scheduler", default=SAMPLING.scheduler, choices=list(SCHEDULERS))
     parser.add_argument("--steps", type=int, default=SAMPLING.steps)
-    parser.add_argument("--guidance-scale", type=float, default=SAMPLING.guidance_scale)
+    parser.add_argument("--guidance-scale", type=float, default=None,
+                        help="classifier-free guidance (default: the model's own, saved by noiseunet train: "
+                             f"{MANY_CONCEPTS_GUIDANCE:g} for folder and dataset data, else {SAMPLING.guidance_scale:g})")
     parser.add_argument("--seed", type=int, default=SAMPLING.seed)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--allow-pickle", action="store_true", help="also load pickle (.bin) weights")
@@ -206,7 +208,7 @@ def run_main(args: argparse.Namespace) -> None:
     from .training import train
 
     output = train(train_config(args))
-    sampling = {"scheduler": SAMPLING.scheduler, "steps": SAMPLING.steps, "guidance_scale": SAMPLING.guidance_scale,
+    sampling = {"scheduler": SAMPLING.scheduler, "steps": SAMPLING.steps, "guidance_scale": None,
                 "seed": SAMPLING.seed, "allow_pickle": False, "device": None, "precision": "auto"}
     run_sample(argparse.Namespace(dir=output, prompts=list(SAMPLE_PROMPTS), num_images=6, negative_prompt=None,
                                   out=str(output / "samples.png"), out_dir=None, batch_size=64, lora=None,

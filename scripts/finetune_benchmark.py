@@ -56,7 +56,7 @@ def adherence(run: Path, images_per_prompt: int) -> dict[str, float]:
     for name, specs in (("new", split_specs("new_word")), ("seen", evaluation_specs(False)),
                         ("held_out", evaluation_specs(True))):
         rows = generate(pipe, [s.caption for s in specs], images_per_prompt, SAMPLING.seed, 128,
-                        num_inference_steps=SAMPLING.steps, guidance_scale=SAMPLING.guidance_scale)
+                        num_inference_steps=SAMPLING.steps)  # the model's own guidance
         verdicts = [judge(image, spec)["all"] for row, spec in zip(rows, specs) for image in row]
         scores[name] = sum(verdicts) / len(verdicts)
     return scores

@@ -195,9 +195,11 @@ def score(generated: np.ndarray, captions: list[str], references: np.ndarray, tr
 
 
 def measure(run: Path, train_folder: Path, references_folder: Path, judge: str = DEFAULT_JUDGE,
-            batch_size: int = 128) -> dict:
-    """Generate one image per concept (seed ``SEED``, the package's sampling settings) with the pipeline in
-    ``run`` and ``score`` it; writes ``real_benchmark.json`` and a grid of the distinctness prompts there."""
+            batch_size: int = 128, guidance_scale: float | None = None) -> dict:
+    """Generate one image per concept (seed ``SEED``, the package's sampling settings, the pipeline's own
+    guidance unless ``guidance_scale``) with the pipeline in ``run`` and ``score`` it; writes
+    ``real_benchmark.json`` (``real_benchmark-guidance-G.json`` for a given guidance) and a grid of the
+    distinctness prompts there."""
     from tqdm import tqdm
 
     from noiseunet.grid import image_grid
@@ -207,17 +209,20 @@ def measure(run: Path, train_folder: Path, references_folder: Path, judge: str =
     pipe.set_progress_bar_config(disable=True)
     _, captions, references = read_folder(references_folder)
     _, training_captions, training = read_folder(train_folder)
+    guidance = pipe.guidance_scale if guidance_scale is None else guidance_scale
     images = []
     for first in tqdm(range(0, len(captions), batch_size), desc="generating", unit="batch"):
         rows = generate(pipe, captions[first:first + batch_size], 1, SEED, batch_size,
-                        num_inference_steps=SAMPLING.steps, guidance_scale=SAMPLING.guidance_scale)
+                        num_inference_steps=SAMPLING.steps, guidance_scale=guidance)
         images += [row[0] for row in rows]
-    report = score(as_array(images, references.shape[1]), captions, references, training, training_captions, judge)
-    write_json(run / "real_benchmark.json", report)
+    report = {"guidance_scale": guidance,
+              **score(as_array(images, references.shape[1]), captions, references, training, training_captions, judge)}
+    name = "real_benchmark" if guidance_scale is None else f"real_benchmark-guidance-{guidance:g}"
+    write_json(run / f"{name}.json", report)
     picks = np.linspace(0, len(captions) - 1, report["distinct"]["prompts"]).round().astype(int)
     shown = [Image.fromarray((references[i] * 255).round().astype(np.uint8)) for i in picks]
     save_image(image_grid([[images[i], reference] for i, reference in zip(picks, shown)], [captions[i] for i in picks], cell=48,
-                          title="generated | reference (never trained on)"), run / "real_benchmark.png")
+                          title="generated | reference (never trained on)"), run / f"{name}.png")
     return report
 
 
@@ -240,7 +245,8 @@ def judge_table(train_folder: Path, references_folder: Path) -> str:
 
 
 def train_and_measure(train_folder: Path, references_folder: Path, work: Path, budgets: list[float],
-                      resolution: int, max_steps: int | None, judge: str, options: list[str]) -> list[dict]:
+                      resolution: int, max_steps: int | None, judge: str, options: list[str],
+                      guidance_scale: float | None = None) -> list[dict]:
     """``noiseunet train --data train_folder [options]`` for each budget of CPU-minutes, then ``measure``.
     ``options`` are ``noiseunet train`` arguments (none: its defaults)."""
     from noiseunet.cli import add_train_arguments, train_config
@@ -256,8 +262,9 @@ def train_and_measure(train_folder: Path, references_folder: Path, work: Path, b
         train(dataclasses.replace(chosen, output_dir=str(out), data=str(train_folder), resolution=resolution,
                                   max_minutes=budget, max_steps=max_steps))
         steps = json.loads((out / "train_summary.json").read_text())["steps"]
-        rows.append({"budget": budget, "options": " ".join(options), "steps": steps,
-                     **measure(out, train_folder, references_folder, judge)})
+        sampled = [] if guidance_scale is None else [f"(sampled at guidance {guidance_scale:g})"]
+        rows.append({"budget": budget, "options": " ".join(options + sampled), "steps": steps,
+                     **measure(out, train_folder, references_folder, judge, guidance_scale=guidance_scale)})
         print(format_row(rows[-1]), flush=True)
     return rows
 
@@ -290,6 +297,8 @@ def main() -> None:
                         help="training and judging resolution (the drawings are 64 px; 32 is noiseunet's default)")
     parser.add_argument("--judge", default=DEFAULT_JUDGE, choices=list(JUDGES))
     parser.add_argument("--judges", action="store_true", help="print every judge's ceiling and chance")
+    parser.add_argument("--guidance-scale", type=float, default=None,
+                        help="classifier-free guidance of the generated images (default: the model's own)")
     parser.add_argument("--run", type=Path, help="measure this trained run folder")
     parser.add_argument("--budgets", type=float, nargs="+", default=[], help="train from scratch for these CPU-minutes")
     parser.add_argument("--max-steps", type=int, default=None, help="also stop training here (smoke tests)")
@@ -304,10 +313,11 @@ def main() -> None:
     if args.judges:
         print(judge_table(train_folder, references_folder))
     if args.run:
-        print(json.dumps(measure(args.run, train_folder, references_folder, args.judge), indent=2))
+        print(json.dumps(measure(args.run, train_folder, references_folder, args.judge,
+                                 guidance_scale=args.guidance_scale), indent=2))
     if args.budgets:
         rows = train_and_measure(train_folder, references_folder, args.work, args.budgets, args.resolution,
-                                 args.max_steps, args.judge, args.train_options)
+                                 args.max_steps, args.judge, args.train_options, args.guidance_scale)
         print(table(rows, args.resolution))
         if args.write_readme:
             write_section("real", table(rows, args.resolution))

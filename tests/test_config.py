@@ -12,7 +12,8 @@ from noiseunet.cli import main as cli_main  # noqa: F401  (the CLI module import
 from noiseunet.pipeline import SAMPLING
 from noiseunet.segmentation.train import SegmentationConfig
 from noiseunet.training import TrainConfig, train
-from noiseunet.training.config import MODEL_PRESETS
+from noiseunet.training.components import saved_guidance
+from noiseunet.training.config import MANY_CONCEPTS_GUIDANCE, MODEL_PRESETS
 
 
 @pytest.mark.parametrize("option, value, message", [
@@ -61,11 +62,12 @@ def test_sampling_defaults_live_in_one_place():
     parser = argparse.ArgumentParser()
     add_sampling_arguments(parser)
     args = parser.parse_args([])
+    # Guidance: None everywhere, the pipeline's own (NoiseUNetPipeline.guidance_scale, else SAMPLING's).
     assert (args.scheduler, args.steps, args.guidance_scale, args.seed) == (
-        SAMPLING.scheduler, SAMPLING.steps, SAMPLING.guidance_scale, SAMPLING.seed)
+        SAMPLING.scheduler, SAMPLING.steps, None, SAMPLING.seed)
     defaults = {k: p.default for k, p in inspect.signature(evaluate).parameters.items()}
     assert (defaults["scheduler"], defaults["steps"], defaults["guidance_scale"], defaults["seed"]) == (
-        SAMPLING.scheduler, SAMPLING.steps, SAMPLING.guidance_scale, SAMPLING.seed)
+        SAMPLING.scheduler, SAMPLING.steps, None, SAMPLING.seed)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "base"])
@@ -168,3 +170,19 @@ def test_a_new_model_for_folder_data_pools_the_caption_into_the_timestep_embeddi
     assert "addition_embed_type" not in TrainConfig(data="shapes").unet_config
     assert "addition_embed_type" not in TrainConfig(data=str(tmp_path), model="sd15").unet_config
     assert TrainConfig(data=str(tmp_path), unet={"addition_embed_type": None}).unet_config["addition_embed_type"] is None
+
+
+def test_a_new_model_for_folder_data_saves_a_stronger_guidance(tmp_path):
+    """Folder data's pipeline samples at MANY_CONCEPTS_GUIDANCE unless told; the shapes and sd15 keep the
+    package's; a fine-tune keeps whatever its --pretrained folder saved."""
+    assert saved_guidance(TrainConfig(data=str(tmp_path))) == MANY_CONCEPTS_GUIDANCE
+    for config in (TrainConfig(), TrainConfig(data="shapes"), TrainConfig(data=str(tmp_path), model="sd15")):
+        assert saved_guidance(config) is None
+    base = tmp_path / "base"
+    base.mkdir()
+    assert saved_guidance(TrainConfig(data=str(tmp_path), pretrained=str(base))) is None  # no model_index.json
+    (base / "model_index.json").write_text(json.dumps({"_class_name": "NoiseUNetPipeline", "default_guidance_scale": 6.5}))
+    assert saved_guidance(TrainConfig(data=str(tmp_path), pretrained=str(base))) == 6.5
+    (base / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    assert saved_guidance(TrainConfig(data=str(tmp_path), pretrained=str(base))) is None
+

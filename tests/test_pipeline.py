@@ -8,7 +8,7 @@ from diffusers import StableDiffusionPipeline
 from conftest import tiny_unet
 
 from noiseunet import NoiseUNet, NoiseUNetPipeline
-from noiseunet.pipeline import SCHEDULERS, generate, use_scheduler
+from noiseunet.pipeline import SAMPLING, SCHEDULERS, generate, use_scheduler
 from noiseunet.precision import resolve_precision
 
 PROMPTS = ["a red circle on the left", "a blue square on the right"]
@@ -104,6 +104,18 @@ def test_save_and_load_round_trip(pixel_pipe, tmp_path):
     loaded.set_progress_bar_config(disable=True)
     assert isinstance(loaded.unet, NoiseUNet) and loaded.vae is None
     np.testing.assert_allclose(run(loaded, guidance_scale=3.0), before, atol=1e-6)
+
+
+def test_the_saved_guidance_is_the_default_and_a_given_one_replaces_it(pixel_pipe, tmp_path):
+    """default_guidance_scale travels in model_index.json; without it the package's SAMPLING guidance applies."""
+    assert pixel_pipe.guidance_scale == SAMPLING.guidance_scale
+    np.testing.assert_allclose(run(pixel_pipe), run(pixel_pipe, guidance_scale=SAMPLING.guidance_scale), atol=1e-6)
+    NoiseUNetPipeline(**pixel_pipe.components, default_guidance_scale=7.0).save_pretrained(tmp_path)
+    loaded = NoiseUNetPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.guidance_scale == 7.0 and loaded.config.default_guidance_scale == 7.0
+    np.testing.assert_allclose(run(loaded), run(pixel_pipe, guidance_scale=7.0), atol=1e-6)
+    assert np.abs(run(loaded) - run(loaded, guidance_scale=2.0)).max() > 1e-3
 
 
 def test_latent_folder_loads_in_stable_diffusion_pipeline(text_encoder, tokenizer, vae, tmp_path):

@@ -17,6 +17,7 @@ from noiseunet.evaluation.retrieval import (
     near_copy_threshold,
     retrieval_ranks,
 )
+from noiseunet.training.config import MANY_CONCEPTS_GUIDANCE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import real_benchmark as rb
@@ -182,3 +183,11 @@ def test_training_with_options_measures_a_run_built_with_them(cache, tmp_path):
     assert row["steps"] == 2 and row["options"] == " ".join(options) and row["concepts"] == len(KEPT)
     assert json.loads((run / "real_benchmark.json").read_text())["top1"] == row["top1"]
     assert rb.format_row(row).startswith("| 1 min | `--model tiny --text-width 48 --batch-size 4` | 2 |")
+
+    # The run saved the guidance its trainer picks for folder data, and was measured with it; another guidance
+    # is measured beside that report, not over it, and says which it used.
+    default_report = (run / "real_benchmark.json").read_text()
+    unguided = rb.measure(run, train, references, guidance_scale=1.0)
+    assert unguided["guidance_scale"] == 1.0 and json.loads(default_report)["guidance_scale"] == MANY_CONCEPTS_GUIDANCE
+    assert json.loads((run / "real_benchmark-guidance-1.json").read_text()) == json.loads(json.dumps(unguided))
+    assert (run / "real_benchmark.json").read_text() == default_report and (run / "real_benchmark-guidance-1.png").exists()

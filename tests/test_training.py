@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from noiseunet import NoiseUNet, NoiseUNetPipeline
 from noiseunet.data.export import save_shapes_folder
 from noiseunet.training import TrainConfig, train
+from noiseunet.training.config import MANY_CONCEPTS_GUIDANCE
 from noiseunet.training.diffusion import diffusion_loss, draw_noise
 
 TINY_UNET = dict(block_out_channels=(32, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -87,6 +88,7 @@ def test_training_on_a_folder_learns_and_writes_every_output(tmp_path):
     assert summary["steps"] == 60 and summary["images_seen"] == 720
     pipe = NoiseUNetPipeline.from_pretrained(output)
     pipe.set_progress_bar_config(disable=True)
+    assert pipe.guidance_scale == MANY_CONCEPTS_GUIDANCE  # folder data's guidance, saved in model_index.json
     images = pipe("a red circle on the left", num_inference_steps=3, output_type="np").images
     assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
 

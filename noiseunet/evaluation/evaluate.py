@@ -43,7 +43,7 @@ def evaluate(
     images_per_prompt: int = 4,
     scheduler: str = SAMPLING.scheduler,
     steps: int = SAMPLING.steps,
-    guidance_scale: float = SAMPLING.guidance_scale,
+    guidance_scale: float | None = None,
     seed: int = SAMPLING.seed,
     batch_size: int = 128,
     write: bool = True,
@@ -54,7 +54,8 @@ def evaluate(
     families: Sequence[str] | None = None,
 ) -> dict:
     """Scores as {"tasks": {family: {"seen": {...}, "held_out": {...}}}, "seen": {...}, "held_out": {...},
-    "settings": {...}} for ``families`` (default: every one); with ``write``, also ``evaluation.json`` and
+    "settings": {...}} for ``families`` (default: every one), guided by ``guidance_scale`` (default: the
+    pipeline's own, ``NoiseUNetPipeline.guidance_scale``); with ``write``, also ``evaluation.json`` and
     ``evaluation.png`` (a titled block per family, each image framed green if the whole prompt is right)."""
     families = list(families or FAMILIES)
     unknown = [name for name in families if name not in FAMILIES]
@@ -64,6 +65,7 @@ def evaluate(
     pipe = pipe or load_pipeline(pipeline_dir, allow_pickle, device)
     use_scheduler(pipe, scheduler)
     pipe.set_progress_bar_config(disable=True)
+    guidance_scale = pipe.guidance_scale if guidance_scale is None else guidance_scale
     started = time.perf_counter()
     jobs = [(name, split, spec) for name in families for split, held_out in SPLITS
             for spec in FAMILIES[name].evaluation_specs(held_out)]

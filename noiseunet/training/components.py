@@ -4,11 +4,12 @@ Fresh runs build or load them from the TrainConfig; resumed runs rebuild the sam
 the first run wrote into the output folder (the tokenizer it trained, the text encoder config).
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from accelerate import PartialState
-from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..data.batches import BatchSource
@@ -30,6 +31,7 @@ class Components:
     scheduler: DDPMScheduler
     train_text_encoder: bool
     lora: bool = False  # the UNet trains LoRA adapters only
+    guidance_scale: float | None = None  # saved with the pipeline, which samples with it unless told
 
 
 def build_components(config: TrainConfig, batches: BatchSource) -> Components:
@@ -46,7 +48,19 @@ def build_components(config: TrainConfig, batches: BatchSource) -> Components:
     text_encoder.requires_grad_(train_text)
     if config.lora_rank:
         add_lora(unet, config, text_encoder if train_text else None)
-    return Components(tokenizer, text_encoder, vae, unet, noise_schedule(config, vae), train_text, bool(config.lora_rank))
+    return Components(tokenizer, text_encoder, vae, unet, noise_schedule(config, vae), train_text, bool(config.lora_rank),
+                      saved_guidance(config))
+
+
+def saved_guidance(config: TrainConfig) -> float | None:
+    """The guidance the run's pipeline saves: --pretrained's own (``default_guidance_scale`` in its
+    model_index.json, if it has one), else the config's choice for its data (``TrainConfig.sampling_guidance``)."""
+    if not config.pretrained:
+        return config.sampling_guidance
+    if Path(config.pretrained).is_dir():
+        index = Path(config.pretrained) / "model_index.json"
+        return json.loads(index.read_text()).get("default_guidance_scale") if index.exists() else None
+    return DiffusionPipeline.load_config(config.pretrained).get("default_guidance_scale")
 
 
 def text_model(config: TrainConfig, batches: BatchSource) -> tuple[CLIPTokenizer, CLIPTextModel, bool]:

@@ -248,8 +248,9 @@ def finish_run(run: TrainingRun, stopped_by: int | None) -> Path:
             else:
                 with replacing_folder_entries(output, last="model_index.json") as staging:
                     NoiseUNetPipeline(unet=unet, text_encoder=text_encoder, tokenizer=parts.tokenizer,
-                                      scheduler=parts.scheduler, vae=parts.vae).save_pretrained(staging,
-                                                                                                safe_serialization=True)
+                                      scheduler=parts.scheduler, vae=parts.vae,
+                                      default_guidance_scale=parts.guidance_scale).save_pretrained(
+                                          staging, safe_serialization=True)
         run.validate()
         summary = {"steps": run.step, "images_seen": run.images_seen, "minutes": minutes,
                    "skipped_steps": int(run.skipped), "precision": accelerator.mixed_precision,

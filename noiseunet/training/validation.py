@@ -41,14 +41,15 @@ def ema_weights(accelerator: Accelerator, parts: Components, unet: nn.Module, te
 def validation_grid(accelerator: Accelerator, parts: Components, unet: nn.Module, text_encoder: nn.Module,
                     ema: EMAModel, output: Path, step: int, prompts: list[str],
                     images_per_prompt: int = 4) -> Image.Image:
-    """samples/step-N.png: a grid of the validation prompts (a row each) with the package's sampling settings."""
+    """samples/step-N.png: a grid of the validation prompts (a row each) with the package's sampling settings
+    and the guidance the run saves with its pipeline."""
     with ema_weights(accelerator, parts, unet, text_encoder, ema) as (eval_unet, eval_text_encoder):
         pipe = NoiseUNetPipeline(unet=eval_unet, text_encoder=eval_text_encoder, tokenizer=parts.tokenizer,
-                                 scheduler=parts.scheduler, vae=parts.vae)
+                                 scheduler=parts.scheduler, vae=parts.vae, default_guidance_scale=parts.guidance_scale)
         use_scheduler(pipe, SAMPLING.scheduler)
         pipe.set_progress_bar_config(disable=True)
         rows = generate(pipe, prompts, images_per_prompt, SAMPLING.seed, num_inference_steps=SAMPLING.steps,
-                        guidance_scale=SAMPLING.guidance_scale, precision=accelerator.mixed_precision)
+                        precision=accelerator.mixed_precision)
     grid = image_grid(rows, prompts, title=f"step {step}")
     save_image(grid, output / "samples" / f"step-{step}.png")
     return grid
