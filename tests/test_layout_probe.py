@@ -1,0 +1,46 @@
+"""scripts/layout_probe.py: the clean image a model predicts from pure noise, against diffusers' own conversion."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from noiseunet import NoiseUNetPipeline
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import layout_probe  # noqa: E402
+
+PROMPTS = ["a red circle to the left of a blue square", "a red circle above a blue square"]
+
+
+def v_pipe(pixel_pipe) -> NoiseUNetPipeline:
+    return NoiseUNetPipeline(**pixel_pipe.components | {"scheduler": DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")})
+
+
+@torch.no_grad()
+def test_mean_prediction_is_diffusers_x0_at_the_last_timestep_averaged_over_seeds(pixel_pipe):
+    pipe = v_pipe(pixel_pipe)
+    means = layout_probe.mean_prediction(pipe, PROMPTS, seeds=3)
+    reference = DDPMScheduler.from_config(pipe.scheduler.config)  # clip_sample: x0 clamped to [-1, 1]
+    reference.set_timesteps(1000)
+    noise = torch.stack([torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(s)) for s in range(3)])
+    x_t = (1 - reference.alphas_cumprod[999]).sqrt() * noise
+    for prompt, mean in zip(PROMPTS, means):
+        text = pipe.encode([prompt]).expand(3, -1, -1)
+        v = pipe.unet(x_t, torch.full((3,), 999), text).sample
+        x0 = torch.stack([reference.step(v[i:i + 1], 999, x_t[i:i + 1]).pred_original_sample[0] for i in range(3)])
+        torch.testing.assert_close(mean, x0.mean(0), atol=1e-5, rtol=0)
+    assert not torch.allclose(means[0], means[1])  # the prompt reaches the prediction
+
+
+def test_picture_has_a_row_per_prompt_with_the_mean_and_the_samples(pixel_pipe):
+    picture = layout_probe.probe_picture(v_pipe(pixel_pipe), PROMPTS, seeds=2, samples=3)
+    assert picture.width == 300 + 4 * (64 + 4) + 4 and picture.height == 24 + 2 * (64 + 4) + 4
+
+
+def test_epsilon_models_are_refused_by_name(pixel_pipe):
+    with pytest.raises(ValueError, match="needs a v_prediction or sample model.*got epsilon"):
+        layout_probe.mean_prediction(pixel_pipe, PROMPTS)
