@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from noiseunet.data.transforms import to_pil
 from noiseunet.files import save_image
 from noiseunet.grid import image_grid
 from noiseunet.pipeline import SAMPLING, NoiseUNetPipeline, generate, load_pipeline, use_scheduler
@@ -52,16 +53,12 @@ def mean_prediction(pipe: NoiseUNetPipeline, prompts: list[str], seeds: int = 16
     return torch.stack(means).cpu()
 
 
-def as_image(x: torch.Tensor) -> Image.Image:
-    return Image.fromarray(((x.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy())
-
-
 def probe_picture(pipe: NoiseUNetPipeline, prompts: list[str], seeds: int = 16, samples: int = 4) -> Image.Image:
     """A row per prompt: the mean prediction from pure noise, then ``samples`` sampled images (seeds 0, 1, ...)."""
     means = mean_prediction(pipe, prompts, seeds)
     drawn = generate(use_scheduler(pipe, SAMPLING.scheduler), prompts, samples, SAMPLING.seed,
                      num_inference_steps=SAMPLING.steps)
-    rows = [[as_image(mean), *images] for mean, images in zip(means, drawn)]
+    rows = [[mean, *images] for mean, images in zip(to_pil(means), drawn)]
     return image_grid(rows, prompts, cell=64, label_width=300,
                       title=f"prediction from pure noise (mean of {seeds} seeds) | sampled, seeds 0-{samples - 1}")
 

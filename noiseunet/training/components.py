@@ -4,7 +4,6 @@ Fresh runs build or load them from the TrainConfig; resumed runs rebuild the sam
 the first run wrote into the output folder (the tokenizer it trained, the text encoder config).
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from ..data.batches import BatchSource
 from ..files import from_pretrained, has_subfolder, replacing_folder_entries
 from ..model import NoiseUNet
 from ..text import build_text_encoder, load_text_encoder, train_tokenizer
-from .config import TrainConfig
+from .config import MANY_CONCEPTS_GUIDANCE, TrainConfig
 from .lora import add_lora
 
 TOKENIZER_CORPUS = 100_000  # captions read to train a tokenizer
@@ -54,12 +53,12 @@ def build_components(config: TrainConfig, batches: BatchSource) -> Components:
 
 def saved_guidance(config: TrainConfig) -> float | None:
     """The guidance the run's pipeline saves: --pretrained's own (``default_guidance_scale`` in its
-    model_index.json, if it has one), else the config's choice for its data (``TrainConfig.sampling_guidance``)."""
+    model_index.json, if it has one), else ``MANY_CONCEPTS_GUIDANCE`` for a new model of many concepts
+    (``TrainConfig.many_concepts``), else none (the package's)."""
     if not config.pretrained:
-        return config.sampling_guidance
-    if Path(config.pretrained).is_dir():
-        index = Path(config.pretrained) / "model_index.json"
-        return json.loads(index.read_text()).get("default_guidance_scale") if index.exists() else None
+        return MANY_CONCEPTS_GUIDANCE if config.many_concepts else None
+    if Path(config.pretrained).is_dir() and not (Path(config.pretrained) / "model_index.json").exists():
+        return None
     return DiffusionPipeline.load_config(config.pretrained).get("default_guidance_scale")
 
 

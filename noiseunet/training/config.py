@@ -265,11 +265,6 @@ class TrainConfig:
         many concepts and a wide vocabulary, which gets the pooled text and MANY_CONCEPTS_GUIDANCE."""
         return self.data not in (None, "shapes") and self.model != "sd15" and not self.pretrained
 
-    @property
-    def sampling_guidance(self) -> float | None:
-        """The guidance the run's pipeline saves (``NoiseUNetPipeline.guidance_scale``); None: the package's."""
-        return MANY_CONCEPTS_GUIDANCE if self.many_concepts else None
-
     def for_device(self, device: torch.device, processes: int = 1) -> "TrainConfig":
         """This config with the defaults that depend on the device filled in: the batch, and with the GPU's
         batch a learning rate scaled to the global batch (``processes`` x batch x accumulation). A batch or a
