@@ -68,7 +68,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       "the preset's; wider tells more concepts apart)")
     a("--text-layers", type=int, default=None, help="its depth (default: the preset's)")
     a("--text-attention", default=defaults.text_attention, choices=choices(TrainConfig, "text_attention"),
-      help="causal as CLIP's, or bidirectional: every token sees the whole caption (which object is left of which)")
+      help="causal as CLIP's, or bidirectional: every token sees the whole caption (default: bidirectional for "
+      "--data of many concepts, causal for the built-in shapes)")
     a("--vae", default=None, help="AutoencoderKL name or folder for latent diffusion (default: --pretrained's, "
       "or pixel space)")
     a("--allow-pickle", action="store_true", help="also load --text-encoder/--vae weights from pickle (.bin) files")

@@ -172,6 +172,14 @@ def test_a_new_model_for_folder_data_pools_the_caption_into_the_timestep_embeddi
     assert TrainConfig(data=str(tmp_path), unet={"addition_embed_type": None}).unet_config["addition_embed_type"] is None
 
 
+def test_a_new_text_encoder_for_folder_data_is_bidirectional_unless_told(tmp_path):
+    assert TrainConfig(data=str(tmp_path)).bidirectional_text
+    assert not TrainConfig(data=str(tmp_path), text_attention="causal").bidirectional_text
+    for config in (TrainConfig(), TrainConfig(data="shapes"), TrainConfig(data=str(tmp_path), model="sd15")):
+        assert not config.bidirectional_text
+    assert TrainConfig(text_attention="bidirectional").bidirectional_text
+
+
 def test_a_new_model_for_folder_data_saves_a_stronger_guidance(tmp_path):
     """Folder data's pipeline samples at MANY_CONCEPTS_GUIDANCE unless told; the shapes and sd15 keep the
     package's; a fine-tune keeps whatever its --pretrained folder saved."""

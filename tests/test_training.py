@@ -89,6 +89,7 @@ def test_training_on_a_folder_learns_and_writes_every_output(tmp_path):
     pipe = NoiseUNetPipeline.from_pretrained(output)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.guidance_scale == MANY_CONCEPTS_GUIDANCE  # folder data's guidance, saved in model_index.json
+    assert type(pipe.text_encoder).__name__ == "BidirectionalCLIPTextModel"  # and its text encoder
     images = pipe("a red circle on the left", num_inference_steps=3, output_type="np").images
     assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
 

@@ -83,7 +83,7 @@ def text_model(config: TrainConfig, batches: BatchSource) -> tuple[CLIPTokenizer
     preset = config.preset
     text_encoder = build_text_encoder(tokenizer, hidden_size=config.text_width or preset.text_hidden_size,
                                       num_layers=config.text_layers or preset.text_layers, num_heads=preset.text_heads,
-                                      bidirectional=config.text_attention == "bidirectional")
+                                      bidirectional=config.bidirectional_text)
     return tokenizer, text_encoder, config.train_text_encoder is not False
 
 

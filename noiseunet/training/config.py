@@ -115,8 +115,9 @@ class TrainConfig:
     # UNet's cross-attention more room to tell many concepts apart (each attention reads a linear map of it).
     text_width: int | None = None
     text_layers: int | None = None
-    # Causal as CLIP's, or every token attending to the whole caption (text.BidirectionalCLIPTextModel).
-    text_attention: Literal["causal", "bidirectional"] = "causal"
+    # Causal as CLIP's, or every token attending to the whole caption (text.BidirectionalCLIPTextModel);
+    # None: bidirectional for data of many concepts (see bidirectional_text), else causal.
+    text_attention: Literal["causal", "bidirectional"] | None = None
     max_text_length: int | None = None  # tokens of the tokenizer built from scratch; None = the preset's, or the longest caption's
     vae: str | None = None  # latent diffusion with this AutoencoderKL; None = --pretrained's, or pixel space
     allow_pickle: bool = False  # also load --text-encoder/--vae weights from pickle (.bin) files
@@ -260,9 +261,21 @@ class TrainConfig:
         return {"addition_embed_type": "text", "addition_embed_type_num_heads": self.preset.text_heads}
 
     @property
+    def bidirectional_text(self) -> bool:
+        """Whether the text encoder built from scratch lets every token see the whole caption: as
+        --text-attention says, else for data of many concepts, where on the emoji benchmark (729 concepts) it
+        raised top-1 retrieval from 15.1% to 19.9% after 30 minutes (1.4% to 2.1% after 10), every word of
+        "face with tears of joy" then knowing the others. The built-in shapes keep CLIP's causal encoder: there the
+        bidirectional one did worse on held-out prompts (5 minutes: 6.8% against 10.2% over the families)."""
+        if self.text_attention is not None:
+            return self.text_attention == "bidirectional"
+        return self.many_concepts
+
+    @property
     def many_concepts(self) -> bool:
         """A new model (not sd15's exact shape) of data other than the built-in shapes: a folder or a dataset,
-        many concepts and a wide vocabulary, which gets the pooled text and MANY_CONCEPTS_GUIDANCE."""
+        many concepts and a wide vocabulary, which gets the pooled text, a bidirectional text encoder and
+        MANY_CONCEPTS_GUIDANCE."""
         return self.data not in (None, "shapes") and self.model != "sd15" and not self.pretrained
 
     def for_device(self, device: torch.device, processes: int = 1) -> "TrainConfig":
