@@ -127,6 +127,8 @@ def test_a_wrong_mixture_is_a_one_line_error(mixture, data, message):
 def test_text_encoder_options_need_an_encoder_built_from_scratch():
     with pytest.raises(ValueError, match="--text-width, --text-attention bidirectional shape the text encoder built"):
         TrainConfig(text_width=128, text_attention="bidirectional", text_encoder="openai/clip-vit-large-patch14")
+    with pytest.raises(ValueError, match="--text-attention causal shape the text encoder built from scratch"):
+        TrainConfig(data="my_images", text_attention="causal", pretrained="runs/base")
     with pytest.raises(ValueError, match="multiple of the preset's 2 attention heads; got 63"):
         TrainConfig(text_width=63)
     assert TrainConfig(text_width=128, text_layers=3).text_layers == 3

@@ -196,7 +196,7 @@ class TrainConfig:
         if self.prior_share is not None and self.prior_data is None:
             raise ValueError("--prior-share needs --prior-data")
         built = [cli_name(name) for name in ("text_width", "text_layers", "max_text_length") if getattr(self, name)]
-        built += ["--text-attention bidirectional"] if self.text_attention == "bidirectional" else []
+        built += [f"--text-attention {self.text_attention}"] if self.text_attention else []
         if built and (self.text_encoder or self.pretrained):
             raise ValueError(f"{', '.join(built)} shape the text encoder built from scratch; --text-encoder or "
                              "--pretrained brings its own")
