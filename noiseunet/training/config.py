@@ -70,7 +70,8 @@ def scaled_learning_rate(batch: int) -> float:
 # The classifier-free guidance a new model of data with many concepts (a folder, a dataset) saves with its
 # pipeline, which samples with it unless told: on the emoji benchmark's 30-minute model (729 concepts) top-1
 # retrieval was 8.5% at guidance 1.5, 13.2% at 3, 14.1% at 5, 15.1% at 8 and 13.9% at 12, while near-copies
-# fell (19.5%, 18.5%, 15.4%, 9.9%, 3.3%); at 10 minutes 8 did as well as 3 (1.4%). The built-in shapes keep
+# fell (19.5%, 18.5%, 15.4%, 9.9%, 3.3%); at 10 minutes 8 did as well as 3 (1.4%). With the bidirectional text
+# encoder (today's preset) 8 is still the best: 19.2%, 19.9%, 18.5% at 5, 8, 12. The built-in shapes keep
 # SAMPLING's 3, their best.
 MANY_CONCEPTS_GUIDANCE = 8.0
 
