@@ -99,7 +99,7 @@ def test_refuses_unet_variants_it_does_not_implement():
     with pytest.raises(ValueError, match="dual_cross_attention"):
         NoiseUNet.from_diffusers(reference)
     for key, value in [("attention_type", "gated"), ("mid_block_type", "UNetMidBlock2DSimpleCrossAttn"),
-                       ("resnet_time_scale_shift", "scale_shift"), ("encoder_hid_dim_type", "text_proj")]:
+                       ("resnet_skip_time_act", True), ("encoder_hid_dim_type", "text_proj")]:
         with pytest.raises(ValueError, match=f"^NoiseUNet does not build {key}="):
             NoiseUNet.from_config({**SD1_TINY, key: value})
     with pytest.raises(TypeError, match="dual_cross_attention"):

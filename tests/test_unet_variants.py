@@ -426,3 +426,15 @@ def test_pooled_text_conditioning_matches_diffusers():
         NoiseUNet(**dict(config, addition_embed_type_num_heads=5))
     with pytest.raises(ValueError, match="encoder_hidden_states is needed"):
         model(sample, t, None)
+
+
+def test_scale_shift_time_conditioning_matches_diffusers():
+    """resnet_time_scale_shift="scale_shift" (AdaGN): the embedding scales and shifts every residual block's
+    normalised features, in the middle block too; a diffusers config file with it loads the same weights."""
+    config = dict(TINY, resnet_time_scale_shift="scale_shift", addition_embed_type="text",
+                  addition_embed_type_num_heads=4)
+    reference, model = pair(config)
+    assert model.mid_block.resnets[0].time_emb_proj.out_features == 2 * 64
+    assert_same(reference, model, *inputs(config))
+    with pytest.raises(ValueError, match="resnet_time_scale_shift='ada_group' is not supported"):
+        NoiseUNet(**dict(TINY, resnet_time_scale_shift="ada_group"))

@@ -25,7 +25,6 @@ FIXED_DIFFUSERS_SETTINGS: dict[str, Any] = {
     "time_embedding_dim": None,
     "time_embedding_act_fn": None,
     "timestep_post_act": None,
-    "resnet_time_scale_shift": "default",
     "resnet_skip_time_act": False,
     "resnet_out_scale_factor": 1.0,
     "mid_block_type": "UNetMidBlock2DCrossAttn",

@@ -9,18 +9,22 @@ class ResnetBlock(nn.Module):
     """GroupNorm, SiLU, 3x3 conv, + time embedding, GroupNorm, SiLU, dropout, 3x3 conv, + shortcut.
 
     The timestep enters as a per-channel bias after the first convolution (DDPM, Ho et al. 2020), so every
-    block knows the noise level; ``time_dim=None`` builds the unconditioned block segmentation uses.
+    block knows the noise level; ``time_dim=None`` builds the unconditioned block segmentation uses. With
+    ``scale_shift`` (diffusers' ``resnet_time_scale_shift="scale_shift"``) it scales and shifts the second
+    GroupNorm's output instead (AdaGN, Dhariwal & Nichol 2021): whatever the embedding carries (the noise
+    level, class labels, pooled text) can then turn each block's channels up or down, not only offset them.
     A 1x1 convolution matches the shortcut's width when channels change.
     """
 
     def __init__(
         self, in_channels: int, out_channels: int, time_dim: int | None, groups: int = 32, eps: float = 1e-5,
-        dropout: float = 0.0,
+        dropout: float = 0.0, scale_shift: bool = False,
     ):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.time_emb_proj = nn.Linear(time_dim, out_channels) if time_dim else None
+        self.scale_shift = scale_shift
+        self.time_emb_proj = nn.Linear(time_dim, out_channels * (2 if scale_shift else 1)) if time_dim else None
         self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
@@ -28,9 +32,13 @@ class ResnetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, time_emb: torch.Tensor | None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        if self.time_emb_proj is not None:
-            h = h + self.time_emb_proj(F.silu(time_emb))[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        time = None if self.time_emb_proj is None else self.time_emb_proj(F.silu(time_emb))[:, :, None, None]
+        if time is not None and self.scale_shift:
+            scale, shift = time.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h if time is None else h + time)
+        h = self.conv2(self.dropout(F.silu(h)))
         shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
         return shortcut + h
 

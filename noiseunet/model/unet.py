@@ -38,6 +38,8 @@ from .levels import build_levels
 from .residuals import SideResiduals
 from .resnet import ResnetBlock
 
+RESNET_TIME_SCALE_SHIFTS = ("default", "scale_shift")
+
 
 class NoiseUNet(
     ModelMixin, AttentionProcessorsMixin, AttentionMixin, ConfigMixin, UNet2DConditionLoadersMixin, PeftAdapterMixin
@@ -74,6 +76,8 @@ class NoiseUNet(
         addition_embed_type, addition_time_embed_dim: SDXL's "text_time" conditions (``added_cond_kwargs``),
             see added_conditions.py; projection_class_embeddings_input_dim is then their total width. "text":
             the text tokens pooled by attention (addition_embed_type_num_heads heads) onto the timestep embedding.
+        resnet_time_scale_shift: how the timestep embedding enters each residual block: "default" adds it
+            (Stable Diffusion), "scale_shift" scales and shifts the normalised features with it (AdaGN).
 
     diffusers config keys for variants NoiseUNet does not build are not arguments: ``from_config`` refuses
     a config that sets them (diffusers_compat.py), and the config records the values this network has.
@@ -112,6 +116,7 @@ class NoiseUNet(
         addition_embed_type: str | None = None,
         addition_time_embed_dim: int | None = None,
         addition_embed_type_num_heads: int = 64,
+        resnet_time_scale_shift: str = "default",
     ):
         super().__init__()
         levels = level_settings(
@@ -128,9 +133,14 @@ class NoiseUNet(
             raise ValueError("addition_embed_type='text_time' needs addition_time_embed_dim and "
                              "projection_class_embeddings_input_dim")
 
+        if resnet_time_scale_shift not in RESNET_TIME_SCALE_SHIFTS:
+            raise ValueError(f"resnet_time_scale_shift={resnet_time_scale_shift!r} is not supported; "
+                             f"use one of {RESNET_TIME_SCALE_SHIFTS}")
+
         time_channels, time_dim = block_out_channels[0], block_out_channels[0] * 4
         make_resnet = partial(ResnetBlock, time_dim=time_dim * 2 if class_embeddings_concat else time_dim,
-                              groups=norm_num_groups, eps=norm_eps, dropout=dropout)
+                              groups=norm_num_groups, eps=norm_eps, dropout=dropout,
+                              scale_shift=resnet_time_scale_shift == "scale_shift")
         make_attention = partial(SpatialTransformer, groups=norm_num_groups, use_linear_projection=use_linear_projection,
                                  dropout=dropout, upcast_attention=bool(upcast_attention))
 
