@@ -32,12 +32,13 @@ class ResnetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, time_emb: torch.Tensor | None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        time = None if self.time_emb_proj is None else self.time_emb_proj(F.silu(time_emb))[:, :, None, None]
-        if time is not None and self.scale_shift:
-            scale, shift = time.chunk(2, dim=1)
+        if self.time_emb_proj is None:
+            h = self.norm2(h)
+        elif self.scale_shift:
+            scale, shift = self.time_emb_proj(F.silu(time_emb))[:, :, None, None].chunk(2, dim=1)
             h = self.norm2(h) * (1 + scale) + shift
         else:
-            h = self.norm2(h if time is None else h + time)
+            h = self.norm2(h + self.time_emb_proj(F.silu(time_emb))[:, :, None, None])
         h = self.conv2(self.dropout(F.silu(h)))
         shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
         return shortcut + h
