@@ -97,7 +97,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       "default batch 1e-3 * sqrt(global batch / 32)")
     a("--warmup-steps", type=int, default=defaults.warmup_steps)
     a("--lr-cooldown", type=float, default=defaults.lr_cooldown, help="the last this share of the run (of "
-      "--max-steps or --max-minutes) the learning rate falls linearly to 0 (warmup-stable-decay; 0: constant)")
+      "--max-steps or --max-minutes) the learning rate falls linearly to 0 (warmup-stable-decay; 0: constant; "
+      "default: 0.3 for a new model of a folder or dataset, else 0)")
+    a("--half-resolution-until", type=float, default=defaults.half_resolution_until, help="train the first this share "
+      "of the run at half the resolution, where steps are ~2.3x faster, then at full (0: always full)")
     a("--ema-power", type=float, default=defaults.ema_power, help="EMA warmup: at batch 32 the decay is 1 - "
       "(1 + step)^-power, and other batches average over as many images; lower follows the weights more closely")
     a("--ema-max-decay", type=float, default=defaults.ema_max_decay)

@@ -13,7 +13,7 @@ from noiseunet.pipeline import SAMPLING
 from noiseunet.segmentation.train import SegmentationConfig
 from noiseunet.training import TrainConfig, train
 from noiseunet.training.components import saved_guidance
-from noiseunet.training.config import MANY_CONCEPTS_GUIDANCE, MODEL_PRESETS
+from noiseunet.training.config import MANY_CONCEPTS_COOLDOWN, MANY_CONCEPTS_GUIDANCE, MODEL_PRESETS
 
 
 @pytest.mark.parametrize("option, value, message", [
@@ -24,6 +24,7 @@ from noiseunet.training.config import MANY_CONCEPTS_GUIDANCE, MODEL_PRESETS
     ("batch_size", 0, "batch_size (--batch-size) must be >= 1; got 0"),
     ("caption_dropout", 1.5, "caption_dropout (--caption-dropout) must be in [0, 1]; got 1.5"),
     ("lr_cooldown", -0.1, "lr_cooldown (--lr-cooldown) must be in [0, 1]; got -0.1"),
+    ("half_resolution_until", 1.0, "half_resolution_until (--half-resolution-until) must be in [0, 1); got 1.0"),
 ])
 def test_a_wrong_option_is_a_one_line_error_when_the_config_is_built(option, value, message):
     with pytest.raises(ValueError) as error:
@@ -180,6 +181,16 @@ def test_a_new_text_encoder_for_folder_data_is_bidirectional_unless_told(tmp_pat
     for config in (TrainConfig(), TrainConfig(data="shapes"), TrainConfig(data=str(tmp_path), model="sd15")):
         assert not config.bidirectional_text
     assert TrainConfig(text_attention="bidirectional").bidirectional_text
+
+
+def test_a_budgeted_run_of_folder_data_cools_its_learning_rate_down_unless_told(tmp_path):
+    assert TrainConfig(data=str(tmp_path)).cooldown == MANY_CONCEPTS_COOLDOWN
+    assert TrainConfig(data=str(tmp_path), max_minutes=None, max_steps=100).cooldown == MANY_CONCEPTS_COOLDOWN
+    assert TrainConfig(data=str(tmp_path), max_minutes=None).cooldown == 0.0  # no end to cool down to
+    assert TrainConfig(data=str(tmp_path), lr_cooldown=0.0).cooldown == 0.0
+    assert TrainConfig(lr_cooldown=0.5).cooldown == 0.5
+    for config in (TrainConfig(), TrainConfig(data="shapes"), TrainConfig(data=str(tmp_path), model="sd15")):
+        assert config.cooldown == 0.0
 
 
 def test_a_new_model_for_folder_data_saves_a_stronger_guidance(tmp_path):

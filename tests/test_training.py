@@ -81,7 +81,10 @@ def test_training_on_a_folder_learns_and_writes_every_output(tmp_path):
         assert (output / name).exists(), name
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 61))
-    assert all(r["images_per_second"] > 0 and r["lr"] == 2e-3 for r in records)
+    assert all(r["images_per_second"] > 0 for r in records)
+    rates = [r["lr"] for r in records]  # folder data cools the rate down over the last 30% of the steps
+    assert rates[:40] == [2e-3] * 40 and rates[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(later < earlier for earlier, later in zip(rates[42:], rates[43:]))
     losses = [r["loss"] for r in records]
     assert np.mean(losses[-15:]) < 0.6 * np.mean(losses[:5])
     summary = json.loads((output / "train_summary.json").read_text())
@@ -190,6 +193,31 @@ def test_the_learning_rate_cools_down_linearly_over_the_last_share_of_the_steps(
     assert rates("constant", 0.0) == pytest.approx([1e-3] * 10)
     with pytest.raises(ValueError, match="^--lr-cooldown needs an end to cool down to"):
         TrainConfig(lr_cooldown=0.3, max_minutes=None)
+
+
+def test_the_first_share_of_the_run_trains_at_half_the_resolution(tmp_path):
+    """--half-resolution-until 0.5 of 4 steps: the UNet sees 2x2 block averages of the batch (16 -> 8 px) in
+    steps 0 and 1, the full images from step 2 on, and the run still saves a 16 px pipeline."""
+    from noiseunet.training.run import finish_run, start_run
+    from noiseunet.training.step import train_step
+
+    run = start_run(tiny_config(tmp_path / "run", data=str(shapes_folder(tmp_path / "data")), half_resolution_until=0.5,
+                                report_to="none"))
+    sizes = []
+    run.unet.register_forward_pre_hook(lambda module, args, kwargs: sizes.append(tuple(args[0].shape[-2:])),
+                                       with_kwargs=True)
+    try:
+        while run.step < run.max_steps:
+            train_step(run)
+    finally:
+        run.batches.close()
+    assert sizes == [(8, 8), (8, 8), (16, 16), (16, 16)]
+    pipe = NoiseUNetPipeline.from_pretrained(finish_run(run, None))
+    assert pipe.unet.config.sample_size == 16
+    with pytest.raises(ValueError, match="is a share of the run"):
+        tiny_config(tmp_path / "bad", half_resolution_until=0.5, max_steps=None)
+    with pytest.raises(ValueError, match="halves the UNet's 18 px input to 9, which its 2x downsampling does not"):
+        train(tiny_config(tmp_path / "odd", half_resolution_until=0.5, resolution=18))
 
 
 def test_gpu_noise_is_one_generator_per_process_batch_and_cpu_noise_one_per_sample():

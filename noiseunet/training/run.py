@@ -83,10 +83,16 @@ class TrainingRun:
         time = self.log.elapsed / (self.config.max_minutes * 60) if self.config.max_minutes else 0.0
         return min(1.0, max(steps, time))
 
+    @property
+    def at_half_resolution(self) -> bool:
+        """Whether this step trains at half the resolution (``--half-resolution-until``); every process alike."""
+        share = self.config.half_resolution_until
+        return bool(share) and largest(self.accelerator, self.progress) < share
+
     def cool_down(self) -> None:
         """Scale the learning rate the schedule just set by the cooldown factor at this point of the run."""
-        if self.config.lr_cooldown:  # every process must set the same rate, whatever its clock says
-            factor = min(1.0, (1.0 - largest(self.accelerator, self.progress)) / self.config.lr_cooldown)
+        if self.config.cooldown:  # every process must set the same rate, whatever its clock says
+            factor = min(1.0, (1.0 - largest(self.accelerator, self.progress)) / self.config.cooldown)
             for group in self.optimizer.param_groups:
                 group["lr"] *= factor
 
@@ -129,6 +135,8 @@ def start_run(config: TrainConfig) -> TrainingRun:
 
     batches = open_batches(config, accelerator.process_index, accelerator.num_processes, accelerator.device)
     parts = build_components(config, batches)
+    if config.half_resolution_until:
+        check_halvable(config.resolution, parts.unet, parts.vae)
     if config.gradient_checkpointing:
         parts.unet.enable_gradient_checkpointing()
     parameters = trained_parameters(parts.unet, parts.text_encoder)
@@ -169,6 +177,15 @@ def start_run(config: TrainConfig) -> TrainingRun:
         forward_unet=compiled(unet, accelerator.device) if config.compile else unet, parameters=parameters, optimizer=optimizer,
         lr_schedule=lr_schedule, ema=ema, log=log, prompts=config.validation_prompts or batches.validation_prompts(),
         cache=cache, step=step, images_seen=images_seen, skipped=skipped)
+
+
+def check_halvable(resolution: int, unet: nn.Module, vae: nn.Module | None) -> None:
+    """A one-line error unless half the UNet's input (images, or a VAE's latents) still divides into its levels."""
+    size = resolution // 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else resolution
+    factor = 2 ** (len(unet.config.block_out_channels) - 1)
+    if size % (2 * factor):
+        raise ValueError(f"--half-resolution-until halves the UNet's {size} px input to {size / 2:g}, which its {factor}x "
+                         f"downsampling does not divide; pick a --resolution that gives {2 * factor} px multiples")
 
 
 def skips_on_device(device: torch.device) -> bool:

@@ -18,7 +18,7 @@ def train_step(run: TrainingRun) -> None:
     ones (``step_generators``).
     """
     config, accelerator, parts = run.config, run.accelerator, run.parts
-    rank, losses = accelerator.process_index, []
+    rank, losses, half = accelerator.process_index, [], run.at_half_resolution
     for micro in range(config.gradient_accumulation_steps):
         batch = next(run.batches)
         generator = step_generators((config.seed, run.step, micro), rank * config.batch_size, len(batch["captions"]),
@@ -30,6 +30,8 @@ def train_step(run: TrainingRun) -> None:
                 if parts.vae is not None:
                     with torch.no_grad():
                         x0 = parts.vae.encode(x0).latent_dist.sample(generator) * parts.vae.config.scaling_factor
+            if half:
+                x0 = torch.nn.functional.avg_pool2d(x0, 2)
             if context is None:
                 with torch.set_grad_enabled(parts.train_text_encoder):
                     context = encode_prompts(parts.tokenizer, run.text_encoder, batch["captions"])
