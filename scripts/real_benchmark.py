@@ -17,6 +17,7 @@
     python scripts/real_benchmark.py --budgets 10 30 --write-readme # train from scratch, measure, record
     python scripts/real_benchmark.py --budgets 1 --max-steps 5      # a smoke test of the plumbing
     python scripts/real_benchmark.py --budgets 10 -- --text-width 256  # with noiseunet train options
+    python scripts/real_benchmark.py --budgets 10 -- --resolution 16   # train at 16 px, judged at 32
 """
 
 from __future__ import annotations
@@ -248,7 +249,9 @@ def train_and_measure(train_folder: Path, references_folder: Path, work: Path, b
                       resolution: int, max_steps: int | None, judge: str, options: list[str],
                       guidance_scale: float | None = None) -> list[dict]:
     """``noiseunet train --data train_folder [options]`` for each budget of CPU-minutes, then ``measure``.
-    ``options`` are ``noiseunet train`` arguments (none: its defaults)."""
+    ``options`` are ``noiseunet train`` arguments (none: its defaults). The run trains at the judge's
+    ``resolution`` unless ``options`` give ``--resolution``: then it trains and samples at that size, and its
+    pictures are resized (bicubic) to the judge's."""
     from noiseunet.cli import add_train_arguments, train_config
     from noiseunet.training import train
 
@@ -259,7 +262,9 @@ def train_and_measure(train_folder: Path, references_folder: Path, work: Path, b
     rows = []
     for budget in budgets:
         out = work / f"run-{budget:g}min{'-' + label if label else ''}"
-        train(dataclasses.replace(chosen, output_dir=str(out), data=str(train_folder), resolution=resolution,
+        own_size = any(option.startswith("--resolution") for option in options)
+        train(dataclasses.replace(chosen, output_dir=str(out), data=str(train_folder),
+                                  resolution=chosen.resolution if own_size else resolution,
                                   max_minutes=budget, max_steps=max_steps))
         steps = json.loads((out / "train_summary.json").read_text())["steps"]
         sampled = [] if guidance_scale is None else [f"(sampled at guidance {guidance_scale:g})"]

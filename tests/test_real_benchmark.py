@@ -184,6 +184,13 @@ def test_training_with_options_measures_a_run_built_with_them(cache, tmp_path):
     assert json.loads((run / "real_benchmark.json").read_text())["top1"] == row["top1"]
     assert rb.format_row(row).startswith("| 1 min | `--model tiny --text-width 48 --batch-size 4` | 2 |")
 
+    # A --resolution among the options trains and samples at that size; the judge stays at the benchmark's.
+    options = ["--model", "tiny", "--batch-size", "4", "--resolution", "8"]
+    (small,) = rb.train_and_measure(train, references, tmp_path / "work", [1], 16, 2, rb.DEFAULT_JUDGE, options)
+    assert json.loads((tmp_path / "work" / "run-1min-model-tiny-batch-size-4-resolution-8" / "unet" / "config.json")
+                      .read_text())["sample_size"] == 8
+    assert small["ceiling"] == row["ceiling"] and small["concepts"] == len(KEPT)
+
     # The run saved the guidance its trainer picks for folder data, and was measured with it; another guidance
     # is measured beside that report, not over it, and says which it used.
     default_report = (run / "real_benchmark.json").read_text()
