@@ -259,10 +259,10 @@ def train_and_measure(train_folder: Path, references_folder: Path, work: Path, b
     add_train_arguments(parser)
     chosen = train_config(parser.parse_args(options))
     label = re.sub(r"[^A-Za-z0-9_.=-]+", "-", "-".join(option.lstrip("-") for option in options)).strip("-")[:80]
+    own_size = any(option.startswith("--resolution") for option in options)
     rows = []
     for budget in budgets:
         out = work / f"run-{budget:g}min{'-' + label if label else ''}"
-        own_size = any(option.startswith("--resolution") for option in options)
         train(dataclasses.replace(chosen, output_dir=str(out), data=str(train_folder),
                                   resolution=chosen.resolution if own_size else resolution,
                                   max_minutes=budget, max_steps=max_steps))

@@ -99,7 +99,7 @@ def denoiser(config: TrainConfig, vae: AutoencoderKL | None, text_width: int) ->
                 raise ValueError(f"--pretrained {config.pretrained}: its UNet has {key}={found[key]}, but the "
                                  f"{'VAE latents have' if key == 'in_channels' else 'text encoder gives'} {wanted}")
         return unet
-    sample_size = config.resolution // (2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1)
+    sample_size = unet_input_size(config.resolution, vae)
     unet_config = config.unet_config
     if unet_config.get("cross_attention_dim", text_width) != text_width:
         raise ValueError(f"unet cross_attention_dim={unet_config['cross_attention_dim']} does not match the text "
@@ -125,3 +125,8 @@ def noise_schedule(config: TrainConfig, vae: AutoencoderKL | None) -> DDPMSchedu
     return DDPMScheduler(num_train_timesteps=1000, **{"beta_schedule": "squaredcos_cap_v2",
                                                       "prediction_type": "v_prediction", **chosen},
                          clip_sample=vae is None, timestep_spacing="trailing")
+
+
+def unet_input_size(resolution: int, vae: AutoencoderKL | None) -> int:
+    """The side of what the UNet sees for images of ``resolution`` px: the pixels, or a VAE's latents."""
+    return resolution // 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else resolution

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import AutoencoderKL
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from torch import nn
@@ -28,7 +29,7 @@ from ..pipeline import NoiseUNetPipeline
 from ..runtime import RunLog, largest, make_accelerator, resolve_trackers
 from .cache import FrozenFeatureCache, build_cache
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-from .components import Components, build_components
+from .components import Components, build_components, unet_input_size
 from .config import REFERENCE_BATCH, TrainConfig
 from .ema import ImageCountedEMA
 from .lora import save_lora
@@ -179,9 +180,9 @@ def start_run(config: TrainConfig) -> TrainingRun:
         cache=cache, step=step, images_seen=images_seen, skipped=skipped)
 
 
-def check_halvable(resolution: int, unet: nn.Module, vae: nn.Module | None) -> None:
+def check_halvable(resolution: int, unet: nn.Module, vae: AutoencoderKL | None) -> None:
     """A one-line error unless half the UNet's input (images, or a VAE's latents) still divides into its levels."""
-    size = resolution // 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else resolution
+    size = unet_input_size(resolution, vae)
     factor = 2 ** (len(unet.config.block_out_channels) - 1)
     if size % (2 * factor):
         raise ValueError(f"--half-resolution-until halves the UNet's {size} px input to {size / 2:g}, which its {factor}x "
