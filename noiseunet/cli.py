@@ -124,13 +124,28 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     fields = TrainConfig.__dataclass_fields__
     values = {k: v for k, v in vars(args).items() if k in fields}
     if args.unet_config:
-        text = Path(args.unet_config).read_text() if Path(args.unet_config).is_file() else args.unet_config
-        values["unet"] = json.loads(text)
+        values["unet"] = json_object("--config", args.unet_config)
     values["snr_gamma"] = args.snr_gamma or None
     if args.mixture:
         values["mixture"] = dict(args.mixture)
     values["max_minutes"] = args.max_minutes or None
     return TrainConfig(**values)
+
+
+def json_object(option: str, value: str) -> dict:
+    """An option's JSON object, given inline (``'{"key": ...}'``) or as the path of a file that holds one.
+    Inline JSON is never taken for a path: one longer than the system's file names would not even be looked up."""
+    if not value.lstrip().startswith("{"):
+        if not Path(value).is_file():
+            raise ValueError(f"{option}: {value!r} is neither a JSON object nor a file")
+        value = Path(value).read_text()
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{option}: not valid JSON ({error})") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{option}: expected a JSON object of UNet config keys, got {type(parsed).__name__}")
+    return parsed
 
 
 def run_train(args: argparse.Namespace) -> None:

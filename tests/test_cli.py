@@ -60,3 +60,22 @@ def test_bad_arguments_give_one_line_errors(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("noiseunet train: error:")
     result = noiseunet("sample", str(tmp_path), "a cat", "--scheduler", "heun", check=False)
     assert result.returncode == 2 and "invalid choice: 'heun'" in result.stderr
+
+
+def test_config_takes_inline_json_of_any_length_or_a_file(tmp_path):
+    """Inline JSON longer than a file name may be (255 bytes) used to fail with 'File name too long'."""
+    from noiseunet.cli import json_object
+
+    five_levels = {"block_out_channels": [32, 32, 64, 64, 64],
+                   "down_block_types": ["DownBlock2D"] * 2 + ["CrossAttnDownBlock2D"] * 3,
+                   "up_block_types": ["CrossAttnUpBlock2D"] * 3 + ["UpBlock2D"] * 2}
+    assert len(json.dumps(five_levels)) > 255
+    assert json_object("--config", json.dumps(five_levels)) == five_levels
+    (tmp_path / "unet.json").write_text(json.dumps(five_levels))
+    assert json_object("--config", str(tmp_path / "unet.json")) == five_levels
+    for value, message in ((str(tmp_path / "missing.json"), "is neither a JSON object nor a file"),
+                           ('{"block_out_channels": [32,', "--config: not valid JSON"),
+                           (str(tmp_path / "list.json"), "expected a JSON object of UNet config keys, got list")):
+        (tmp_path / "list.json").write_text("[1, 2]")
+        with pytest.raises(ValueError, match=message):
+            json_object("--config", value)
