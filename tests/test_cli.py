@@ -73,9 +73,9 @@ def test_config_takes_inline_json_of_any_length_or_a_file(tmp_path):
     assert json_object("--config", json.dumps(five_levels)) == five_levels
     (tmp_path / "unet.json").write_text(json.dumps(five_levels))
     assert json_object("--config", str(tmp_path / "unet.json")) == five_levels
+    (tmp_path / "list.json").write_text("[1, 2]")
     for value, message in ((str(tmp_path / "missing.json"), "is neither a JSON object nor a file"),
                            ('{"block_out_channels": [32,', "--config: not valid JSON"),
                            (str(tmp_path / "list.json"), "expected a JSON object of UNet config keys, got list")):
-        (tmp_path / "list.json").write_text("[1, 2]")
         with pytest.raises(ValueError, match=message):
             json_object("--config", value)
