@@ -3,9 +3,10 @@
 For each config it measures, interleaved (the models alternate within every repetition, and the median
 over repetitions is reported, so a slow phase of the machine hits every model alike):
 
-* training step images/s: forward, MSE loss, backward, AdamW step, under bf16 autocast (``--fp32`` adds
-  the float32 step);
-* inference forward images/s (``torch.inference_mode``), bf16 autocast and float32;
+* training step images/s: forward, MSE loss, backward, AdamW step, in the precision noiseunet picks on this
+  machine: bf16 autocast where the hardware runs bf16, float32 on a CPU without AVX-512-BF16 or AMX
+  (``--fp32`` adds the float32 step where that is bf16);
+* inference forward images/s (``torch.inference_mode``), in that precision and in float32;
 * achieved FLOP/s: FLOPs counted once with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and
   convolutions, forward and backward) divided by the measured time, compared with this machine's peaks,
   which the script measures itself (a large matmul and a 3x3 convolution in bf16 and float32);
@@ -203,7 +204,8 @@ def memory_child(spec: dict) -> dict:
         del reference
     runner = Runner(model, make_inputs(config, batch, device), device)
     result = {}
-    for mode, dtype in (("infer", torch.bfloat16), ("train", torch.bfloat16)):  # inference first: peaks only grow
+    precision = spec["precision"]
+    for mode in ("infer", "train"):  # inference first: peaks only grow
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
@@ -211,16 +213,17 @@ def memory_child(spec: dict) -> dict:
             Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (the peak resident set) to the current RSS
             base = _rss_kib("VmRSS") * 1024
         for _ in range(spec["steps"]):
-            runner.run(mode, dtype)
+            runner.run(mode, DTYPES[precision])
         peak = torch.cuda.max_memory_allocated() if device == "cuda" else _rss_kib("VmHWM") * 1024
-        result[f"{mode}_bf16_peak_mib"] = (peak - base) / 2**20
+        result[f"{mode}_{precision}_peak_mib"] = (peak - base) / 2**20
     return result
 
 
-def measure_memory(config: dict, batch: int, device: str, steps: int) -> dict[str, dict]:
+def measure_memory(config: dict, batch: int, device: str, precision: str, steps: int) -> dict[str, dict]:
     out = {}
     for model in ("noiseunet", "diffusers"):
-        spec = json.dumps(dict(config=config, batch=batch, device=device, model=model, steps=steps))
+        spec = json.dumps(dict(config=config, batch=batch, device=device, model=model, steps=steps,
+                               precision=precision))
         proc = subprocess.run([sys.executable, __file__, "--memory-child", spec], capture_output=True, text=True,
                               check=True, env=dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads())))
         out[model] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -291,8 +294,23 @@ def bench_loop(device: str, batch: int, warmup: int, steps: int, quick: bool) ->
 
 # ---- main -------------------------------------------------------------------------------------------
 
-MODES = [("train", "bf16"), ("infer", "bf16"), ("infer", "fp32")]
 DTYPES = {"bf16": torch.bfloat16, "fp32": None}
+
+
+def fast_precision(device: str) -> str:
+    """The precision noiseunet trains and samples in here ("auto"): bf16 on GPUs and on CPUs with AVX-512-BF16
+    or AMX, else float32. On a CPU without either, bf16 is emulated (15x slower than float32 for the shapes
+    step on an AMD EPYC with AVX2 only), so timing it there would measure a path nobody takes."""
+    from noiseunet.precision import resolve_precision
+
+    return "bf16" if resolve_precision("auto", device) == "bf16" else "fp32"
+
+
+def timed_modes(precision: str, fp32: bool) -> list[tuple[str, str]]:
+    """The training step and inference in ``precision``, inference in float32, and with ``fp32`` (--fp32)
+    the float32 training step too."""
+    modes = [("train", precision), ("infer", precision), ("infer", "fp32"), *([("train", "fp32")] if fp32 else [])]
+    return list(dict.fromkeys(modes))
 
 
 def bench_config(name, config, batch, args) -> dict:
@@ -300,7 +318,8 @@ def bench_config(name, config, batch, args) -> dict:
     models = build_models(config, device, args.compile)
     inputs = make_inputs(config, batch, device)
     runners = {k: Runner(m, inputs, device) for k, m in models.items()}
-    modes = MODES + ([("train", "fp32")] if args.fp32 else [])
+    precision = fast_precision(device)
+    modes = timed_modes(precision, args.fp32)
     result = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}, "batch": batch}
 
     flops = {mode: count_flops(models["diffusers"], inputs, mode) for mode in ("train", "infer")}
@@ -342,11 +361,17 @@ def bench_config(name, config, batch, args) -> dict:
         for ips in (result["images_per_s"], best)
     )
     if not args.no_memory:
-        mem = measure_memory(config, batch, device, steps=1 if args.quick else 2)
+        mem = measure_memory(config, batch, device, precision, steps=1 if args.quick else 2)
         result["peak_memory_mib"] = mem
         for key in mem["noiseunet"]:
             result["ratios"][key] = {"vs_diffusers": mem["noiseunet"][key] / max(mem["diffusers"][key], 1e-9)}
     return result
+
+
+def precision_peak(report: dict) -> float:
+    """The machine's measured TFLOP/s in the timed precision: the faster of its matmul and convolution."""
+    peaks, precision = report["peaks_tflop_per_s"], report["precision"]
+    return max(peaks[f"matmul_{precision}"], peaks[f"conv_{precision}"])
 
 
 def print_table(report: dict) -> None:
@@ -355,11 +380,12 @@ def print_table(report: dict) -> None:
         print(f"\ntraining loop: {loop['loop_images_per_s']:.1f} img/s, bare step {loop['bare_step_images_per_s']:.1f} "
               f"img/s (before/after the loop: {loop['bare_before_after'][0]:.1f}/{loop['bare_before_after'][1]:.1f}) "
               f"-> loop / bare = {loop['loop_vs_bare']:.2f} (batch {loop['batch']}, {loop['precision']})"
-              + (f", {100 * loop['share_of_bf16_peak']:.1f}% of the bf16 peak" if "share_of_bf16_peak" in loop else ""))
-    peak = max(report["peaks_tflop_per_s"]["matmul_bf16"], report["peaks_tflop_per_s"]["conv_bf16"])
+              + (f", {100 * loop['share_of_peak']:.1f}% of the {report['precision']} peak" if "share_of_peak" in loop
+                 else ""))
+    peak = precision_peak(report)
     print("\nmachine peaks (TFLOP/s): " + ", ".join(f"{k} {v:.2f}" for k, v in report["peaks_tflop_per_s"].items()))
     header = f"{'config':<11} {'measure':<22} {'noiseunet':>10} {'diffusers':>10} {'compiled':>10} " \
-             f"{'/eager':>7} {'/comp':>7} {'nu %bf16pk':>10} {'best /eager':>11}"
+             f"{'/eager':>7} {'/comp':>7} {'nu %' + report['precision'] + 'pk':>10} {'best /eager':>11}"
     print(header + "\n" + "-" * len(header))
     for name, res in report["configs"].items():
         for key, per_model in res["images_per_s"].items():
@@ -389,7 +415,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median reported)")
     parser.add_argument("--iters", type=int, default=2, help="calls per timed repetition")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--fp32", action="store_true", help="also time the float32 training step")
+    parser.add_argument("--fp32", action="store_true", help="also time the float32 training step (where the "
+                        "machine trains in bf16)")
     parser.add_argument("--compile", action="store_true", help="also time diffusers under torch.compile (slow)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--loop", action="store_true", help="also time the whole `noiseunet train` loop against "
@@ -410,6 +437,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(1)
 
     report = {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "precision": fast_precision(args.device),
               "peaks_tflop_per_s": {k: v / 1e12 for k, v in measure_peaks(args.device, args.quick).items()},
               "configs": {}}
     for name, (config, batch) in configs(args.quick, args.device).items():
@@ -427,10 +455,10 @@ def main(argv=None) -> dict:
         batch = 4 if args.quick else args.loop_batch or (GPU_BATCH if args.device == "cuda" else 64)
         report["loop"] = bench_loop(args.device, batch, warmup, steps, args.quick)
         shapes = report["configs"].get("shapes")
-        if shapes:  # the same UNet as the loop's: its FLOPs per image against the machine's bf16 peak
-            peak = max(report["peaks_tflop_per_s"]["matmul_bf16"], report["peaks_tflop_per_s"]["conv_bf16"])
+        if shapes:  # the same UNet as the loop's: its FLOPs per image against the machine's peak
+            peak = precision_peak(report)
             tflops = report["loop"]["loop_images_per_s"] * shapes["gflop_per_image"]["train"] / 1e3
-            report["loop"]["share_of_bf16_peak"] = tflops / peak
+            report["loop"]["share_of_peak"] = tflops / peak
     print_table(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from noiseunet.precision import resolve_precision
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -21,9 +23,14 @@ def test_bench_quick_reports_finite_positive_ratios(tmp_path):
 
     assert all(finite_positive(v) for v in report["peaks_tflop_per_s"].values())
     (result,) = report["configs"].values()
-    for key in ("train_bf16", "infer_bf16", "infer_fp32", "infer_bf16_peak_mib", "train_bf16_peak_mib"):
+    # Timed in the precision the trainer picks on this machine (bf16 where the CPU runs it, else float32).
+    fast = report["precision"]
+    assert fast == ("bf16" if resolve_precision("auto", "cpu") == "bf16" else "fp32")
+    timed = {f"train_{fast}", f"infer_{fast}", "infer_fp32"}
+    assert set(result["images_per_s"]) == timed
+    for key in (*timed, f"infer_{fast}_peak_mib", f"train_{fast}_peak_mib"):
         assert finite_positive(result["ratios"][key]["vs_diffusers"]), key
-    for key in ("train_bf16", "infer_bf16", "infer_fp32"):
+    for key in timed:
         assert finite_positive(result["ratios_best"][key]["vs_diffusers"]), key
         for model in ("noiseunet", "diffusers"):
             assert finite_positive(result["images_per_s"][key][model])
