@@ -90,8 +90,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       help="uniform over the schedule, or SD3's densities that train its middle more (default: uniform with "
       "--pretrained, else logit_normal)")
     a("--timestep-logit-mean", type=float, default=defaults.timestep_logit_mean,
-      help="mean of logit_normal (default 1: rarely the least noisy quarter; 1.8 for --data of many concepts; "
-      "0: the middle)")
+      help="mean of logit_normal (default 1.8 for a new model: mostly the noisier half, where layout and colour "
+      "are decided; 1 with --pretrained or --model sd15; 0: the middle)")
     a("--batch-size", type=int, default=defaults.batch_size, help="per process (default: 32 on a CPU, 512 on a GPU)")
     a("--gradient-accumulation-steps", type=int, default=defaults.gradient_accumulation_steps)
     a("--learning-rate", type=float, default=defaults.learning_rate, help="default: 1e-3, and on a GPU with its "

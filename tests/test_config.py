@@ -13,8 +13,8 @@ from noiseunet.pipeline import SAMPLING
 from noiseunet.segmentation.train import SegmentationConfig
 from noiseunet.training import TrainConfig, train
 from noiseunet.training.components import saved_guidance
-from noiseunet.training.config import (MANY_CONCEPTS_COOLDOWN, MANY_CONCEPTS_GUIDANCE, MANY_CONCEPTS_LOGIT_MEAN,
-                                       MODEL_PRESETS)
+from noiseunet.training.config import (MANY_CONCEPTS_COOLDOWN, MANY_CONCEPTS_GUIDANCE, MODEL_PRESETS,
+                                       NEW_MODEL_LOGIT_MEAN)
 
 
 @pytest.mark.parametrize("option, value, message", [
@@ -194,12 +194,14 @@ def test_a_budgeted_run_of_folder_data_cools_its_learning_rate_down_unless_told(
         assert config.cooldown == 0.0
 
 
-def test_a_new_model_for_folder_data_trains_noisier_timesteps_unless_told(tmp_path):
-    assert TrainConfig(data=str(tmp_path)).timestep_density == ("logit_normal", MANY_CONCEPTS_LOGIT_MEAN)
+def test_a_new_small_model_trains_noisier_timesteps_unless_told(tmp_path):
+    for config in (TrainConfig(), TrainConfig(data="shapes"), TrainConfig(data=str(tmp_path))):
+        assert config.timestep_density == ("logit_normal", NEW_MODEL_LOGIT_MEAN)
     assert TrainConfig(data=str(tmp_path), timestep_logit_mean=1.0).timestep_density == ("logit_normal", 1.0)
-    for config in (TrainConfig(), TrainConfig(data="shapes"), TrainConfig(data=str(tmp_path), model="sd15")):
-        assert config.timestep_density == ("logit_normal", 1.0)
+    assert TrainConfig(data=str(tmp_path), model="sd15").timestep_density == ("logit_normal", 1.0)
     assert TrainConfig(data=str(tmp_path), pretrained="runs/base").timestep_density == ("uniform", 1.0)
+    tuned = TrainConfig(pretrained="runs/base", timestep_sampling="logit_normal")  # fine-tuning keeps the middle
+    assert tuned.timestep_density == ("logit_normal", 1.0)
 
 
 def test_a_new_model_for_folder_data_saves_a_stronger_guidance(tmp_path):

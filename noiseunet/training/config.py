@@ -75,7 +75,7 @@ def scaled_learning_rate(batch: int) -> float:
 # SAMPLING's 3, their best.
 MANY_CONCEPTS_GUIDANCE = 8.0
 MANY_CONCEPTS_COOLDOWN = 0.3  # TrainConfig.cooldown
-MANY_CONCEPTS_LOGIT_MEAN = 1.8  # TrainConfig.timestep_density
+NEW_MODEL_LOGIT_MEAN = 1.8  # TrainConfig.timestep_density
 
 # Kept for scripts that build the trainer's shapes UNet (scripts/bench.py).
 SMALL_UNET: dict[str, Any] = MODEL_PRESETS["small"].unet
@@ -243,17 +243,22 @@ class TrainConfig:
 
     @property
     def timestep_density(self) -> tuple[str, float]:
-        """(--timestep-sampling, its logit mean) with the defaults filled in: the mean is 1 (median timestep
-        731), or MANY_CONCEPTS_LOGIT_MEAN (1.8, median 858) for a new model of many concepts. On the emoji
-        benchmark (729 concepts) 1.8 raised top-1 retrieval after 3608 steps (30 minutes) from 25.5% to 27.7%
-        (top-5 44.9% -> 47.3%, near-copies 7.3% -> 2.1%) and after 10 minutes from 1.9% to 3.4%. The likely
-        reason: what tells such concepts apart, colours and layout, is decided at the noisiest steps of
-        sampling. The built-in shapes keep 1 until 1.8 is measured there beyond one pair of 5-minute runs
-        (single objects 94% against 52%, counting and colour binding lower; README)."""
+        """(--timestep-sampling, its logit mean) with the defaults filled in: NEW_MODEL_LOGIT_MEAN (1.8, median
+        timestep 858) for a new model of the built-in shapes or of a folder or dataset, else 1 (median 731;
+        --pretrained samples uniformly, and sd15's exact shape from scratch is unmeasured at 1.8). What a small model must get right first,
+        the layout and colours, is decided at the noisiest steps of sampling:
+        - built-in shapes, the main job: single objects after 10 minutes 91.1% / 88.9% against 36.1% / 30.6% at
+          mean 1, families' mean 38.4% / 34.1% against 34.5% / 24.9% (AMD EPYC with AVX2 only, float32, 500
+          steps); after 5 minutes 94.4% / 97.2% against 52.2% / 55.6% (AMD EPYC with AVX-512-BF16, 545 steps);
+        - the emoji benchmark (729 concepts): top-1 retrieval 27.7% against 25.5% after 3608 steps (near-copies
+          2.1% against 7.3%), 3.4% against 1.9% after 10 minutes.
+        The price, at 5 and 10 minutes: the other five task families fall on seen prompts (at 10 minutes their
+        mean is 27.9% against 34.2%; size and colour binding most), so it is the default for the line every
+        budget must hold, single objects at 10 minutes on either kind of CPU (README)."""
         sampling = self.timestep_sampling or ("uniform" if self.pretrained else "logit_normal")
         if self.timestep_logit_mean is not None:
             return sampling, self.timestep_logit_mean
-        return sampling, MANY_CONCEPTS_LOGIT_MEAN if self.many_concepts else 1.0
+        return sampling, 1.0 if self.pretrained or self.model == "sd15" else NEW_MODEL_LOGIT_MEAN
 
     @property
     def preset(self) -> ModelPreset:
@@ -309,7 +314,7 @@ class TrainConfig:
     def many_concepts(self) -> bool:
         """A new model (not sd15's exact shape) of data other than the built-in shapes: a folder or a dataset,
         many concepts and a wide vocabulary, which gets the pooled text, a bidirectional text encoder,
-        MANY_CONCEPTS_GUIDANCE, a learning-rate cooldown and noisier timesteps."""
+        MANY_CONCEPTS_GUIDANCE and a learning-rate cooldown."""
         return self.data not in (None, "shapes") and self.model != "sd15" and not self.pretrained
 
     def for_device(self, device: torch.device, processes: int = 1) -> "TrainConfig":
