@@ -245,8 +245,8 @@ class TrainConfig:
     def timestep_density(self) -> tuple[str, float]:
         """(--timestep-sampling, its logit mean) with the defaults filled in: NEW_MODEL_LOGIT_MEAN (1.8, median
         timestep 858) for a new model of the built-in shapes or of a folder or dataset, else 1 (median 731;
-        --pretrained samples uniformly, and sd15's exact shape from scratch is unmeasured at 1.8). What a small model must get right first,
-        the layout and colours, is decided at the noisiest steps of sampling:
+        --pretrained samples uniformly, and sd15's exact shape from scratch is unmeasured at 1.8). What a small
+        model must get right first, the layout and colours, is decided at the noisiest steps of sampling:
         - built-in shapes, the main job: single objects after 10 minutes 91.1% / 88.9% against 36.1% / 30.6% at
           mean 1, families' mean 38.4% / 34.1% against 34.5% / 24.9% (AMD EPYC with AVX2 only, float32, 500
           steps); after 5 minutes 94.4% / 97.2% against 52.2% / 55.6% (AMD EPYC with AVX-512-BF16, 545 steps);
