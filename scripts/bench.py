@@ -9,7 +9,8 @@ over repetitions is reported, so a slow phase of the machine hits every model al
 * inference forward images/s (``torch.inference_mode``), in that precision and in float32;
 * achieved FLOP/s: FLOPs counted once with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and
   convolutions, forward and backward) divided by the measured time, compared with this machine's peaks,
-  which the script measures itself (a large matmul and a 3x3 convolution in bf16 and float32);
+  which the script measures itself (a large matmul and a 3x3 convolution in float32, and in bf16 where
+  that is the timed precision);
 * peak memory: the growth of the resident set (Linux VmHWM, reset through /proc/self/clear_refs) while
   running the step, in a fresh subprocess per model, so allocator caches of the other models do not hide
   or inflate anything. It counts what the process really took from the OS: activations, gradients, AdamW
@@ -44,6 +45,7 @@ from diffusers import UNet2DConditionModel  # noqa: E402
 
 from noiseunet import NoiseUNet  # noqa: E402
 from noiseunet.model.diffusers_compat import max_relative_error  # noqa: E402
+from noiseunet.precision import resolve_precision  # noqa: E402
 from noiseunet.training.config import GPU_BATCH, SMALL_UNET  # noqa: E402
 
 # The UNet `noiseunet train` builds for the built-in shapes, with the small text encoder's width.
@@ -246,7 +248,6 @@ def bench_loop(device: str, batch: int, warmup: int, steps: int, quick: bool) ->
     import tempfile
 
     from noiseunet.precision import autocast as precision_autocast
-    from noiseunet.precision import resolve_precision
     from noiseunet.text import encode_prompts
     from noiseunet.training import train
     from noiseunet.training.components import build_components
@@ -303,8 +304,6 @@ def fast_precision(device: str) -> str:
     """The precision noiseunet trains and samples in here ("auto"): bf16 on GPUs and on CPUs with AVX-512-BF16
     or AMX, else float32. On a CPU without either, bf16 is emulated (15x slower than float32 for the shapes
     step on an AMD EPYC with AVX2 only), so timing it there would measure a path nobody takes."""
-    from noiseunet.precision import resolve_precision
-
     return "bf16" if resolve_precision("auto", device) == "bf16" else "fp32"
 
 
@@ -315,12 +314,11 @@ def timed_modes(precision: str, fp32: bool) -> list[tuple[str, str]]:
     return list(dict.fromkeys(modes))
 
 
-def bench_config(name, config, batch, args) -> dict:
+def bench_config(name, config, batch, args, precision: str) -> dict:
     device = args.device
     models = build_models(config, device, args.compile)
     inputs = make_inputs(config, batch, device)
     runners = {k: Runner(m, inputs, device) for k, m in models.items()}
-    precision = fast_precision(device)
     modes = timed_modes(precision, args.fp32)
     result = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}, "batch": batch}
 
@@ -448,7 +446,7 @@ def main(argv=None) -> dict:
             continue
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        report["configs"][name] = bench_config(name, config, args.batch or batch, args)
+        report["configs"][name] = bench_config(name, config, args.batch or batch, args, precision)
         print(f"[bench] {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         if args.json:  # after every config, so a run stopped early keeps what it measured
             args.json.write_text(json.dumps(report, indent=2))
