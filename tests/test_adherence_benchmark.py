@@ -34,3 +34,13 @@ def test_reuse_measures_existing_runs_and_tables_every_family(tmp_path, monkeypa
     assert lines[2] == "| family | 10 min (1000 steps) | 30 min (3000 steps) |"
     assert lines[4:] == [f"| {name} | 50.0% / 25.0% | 90.0% / 45.0% |" for name in FAMILIES] + [
         "| mean | 50.0% / 25.0% | 90.0% / 45.0% |"]
+
+
+def test_the_machine_line_names_the_precision_the_trainer_picks():
+    """One CPU model name covers CPUs with and without bf16 hardware, whose minutes buy 2x apart in images, so
+    every recorded table says which kind it ran on, as resolve_precision decides it."""
+    from noiseunet.precision import resolve_precision
+
+    kind = ab.cpu_kind()
+    assert kind.endswith(": bf16" if resolve_precision("auto", "cpu") == "bf16" else ": float32")
+    assert f"({kind})" in ab.machine()
