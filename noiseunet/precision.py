@@ -18,8 +18,15 @@ def resolve_precision(requested: str, device: str | torch.device | None = None) 
     if kind == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if kind == "cpu":
-        return "bf16" if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported() else "no"
+        return "bf16" if cpu_bf16_hardware() else "no"
     return "no"
+
+
+def cpu_bf16_hardware() -> list[str]:
+    """This CPU's bf16 matmul hardware by name, AVX-512-BF16 and AMX; empty where bf16 would be emulated
+    (slower than float32), so "auto" trains in float32 there."""
+    return [name for name, has in (("AVX-512-BF16", torch.cpu._is_avx512_bf16_supported()),
+                                   ("AMX", torch.cpu._is_amx_tile_supported())) if has]
 
 
 def autocast(device: str | torch.device, precision: str) -> torch.autocast:

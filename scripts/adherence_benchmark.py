@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from noiseunet.precision import cpu_bf16_hardware
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from readme_table import write_section  # noqa: E402
 
@@ -40,8 +42,7 @@ def machine() -> str:
 def cpu_kind() -> str:
     """What decides a CPU's training speed here: bf16 hardware (AVX-512-BF16, AMX) or float32 only. One CPU
     model name ("AMD EPYC") covers both kinds, and the same minutes buy half the images on the second."""
-    bf16 = [name for name, has in (("AVX-512-BF16", torch.cpu._is_avx512_bf16_supported()),
-                                   ("AMX", torch.cpu._is_amx_tile_supported())) if has]
+    bf16 = cpu_bf16_hardware()
     if bf16:
         return " and ".join(bf16) + ": bf16"
     return f"{torch.backends.cpu.get_cpu_capability()}, no bf16 hardware: float32"
