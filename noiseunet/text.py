@@ -104,6 +104,12 @@ def build_text_encoder(
     them in the residual stream, so a caption's words blur into their context: after 10 minutes on the
     shapes data the final states of "left" and "right" had a cosine similarity of 0.991, and the UNet
     never learned which side a shape goes on. At unit scale every word stays distinguishable from the start.
+
+    Position embeddings keep CLIP's 0.02, and training hardly grows them (0.023 after 30 minutes on the
+    shapes), so the same word as the first or the second object of a caption keeps a cosine similarity of
+    0.89-0.97: the UNet reads a caption nearly as a bag of words. Started at unit scale like the words
+    (2026-11-28, 30 minutes of the main job), colour binding rose (27% / 22% against 17% / 9%) but counting
+    stopped composing (held-out counts 16% against 56%) and relations stayed at chance; not kept.
     """
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),

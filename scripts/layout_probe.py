@@ -6,6 +6,10 @@ The sampler then commits to a layout within a few steps. If two prompts that ask
 ("a red circle to the left of a blue square", "a red circle above a blue square") give the same mean, the
 model does not tell them apart and the seed, not the prompt, decides the layout.
 
+It also prints, for every prompt after the first, how alike the text encoder's state of each word of the
+first prompt is to the state at the same place in that prompt (cosine similarity): where the prompts'
+meanings differ but the states do not, the UNet cannot read the difference.
+
 For each prompt the picture shows that mean (over ``--seeds`` noises) beside what the sampler draws from
 the first few seeds (the package's sampling settings, the model's own guidance).
 
@@ -53,6 +57,19 @@ def mean_prediction(pipe: NoiseUNetPipeline, prompts: list[str], seeds: int = 16
     return torch.stack(means).cpu()
 
 
+@torch.no_grad()
+def word_similarity(pipe: NoiseUNetPipeline, prompt: str, other: str) -> list[tuple[str, float]]:
+    """``prompt``'s tokens, each with the cosine similarity of its text-encoder state to the state at the
+    same place in ``other``: what the UNet can tell apart. Comparing "a red circle to the left of a blue
+    square" with "... to the right of ...", a word after *left* at 1.00 does not carry the relation; the
+    same caption with its objects swapped shows whether a word's place in the caption is seen at all."""
+    ids = pipe.tokenizer([prompt]).input_ids[0]
+    states = pipe.encode([prompt, other]).float()
+    similarity = torch.cosine_similarity(states[0, :len(ids)], states[1, :len(ids)], dim=-1)
+    words = [token.removesuffix("</w>") for token in pipe.tokenizer.convert_ids_to_tokens(ids)]
+    return list(zip(words, similarity.tolist()))
+
+
 def probe_picture(pipe: NoiseUNetPipeline, prompts: list[str], seeds: int = 16, samples: int = 4) -> Image.Image:
     """A row per prompt: the mean prediction from pure noise, then ``samples`` sampled images (seeds 0, 1, ...)."""
     means = mean_prediction(pipe, prompts, seeds)
@@ -73,6 +90,9 @@ def main() -> None:
     args = parser.parse_args()
     pipe = load_pipeline(args.dir)
     pipe.set_progress_bar_config(disable=True)
+    for other in args.prompts[1:]:
+        pairs = word_similarity(pipe, args.prompts[0], other)
+        print(f"text states against '{other}': " + " ".join(f"{word}:{value:.2f}" for word, value in pairs))
     print(f"picture: {save_image(probe_picture(pipe, args.prompts, args.seeds, args.samples), args.out)}")
 
 

@@ -44,3 +44,16 @@ def test_picture_has_a_row_per_prompt_with_the_mean_and_the_samples(pixel_pipe):
 def test_epsilon_models_are_refused_by_name(pixel_pipe):
     with pytest.raises(ValueError, match="needs a v_prediction or sample model.*got epsilon"):
         layout_probe.mean_prediction(pixel_pipe, PROMPTS)
+
+
+def test_word_similarity_shows_what_a_causal_encoder_cannot_carry_back(pixel_pipe):
+    other = "a red circle to the right of a blue square"
+    pairs = layout_probe.word_similarity(pixel_pipe, PROMPTS[0], other)
+    first, second = pixel_pipe.tokenizer([PROMPTS[0], other]).input_ids
+    assert [word for word, _ in pairs] == [t.removesuffix("</w>") for t in pixel_pipe.tokenizer.convert_ids_to_tokens(first)]
+    states = pixel_pipe.encode([PROMPTS[0], other])
+    expected = torch.cosine_similarity(states[0, :len(first)], states[1, :len(first)], dim=-1)
+    torch.testing.assert_close(torch.tensor([value for _, value in pairs]), expected)
+    differs = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
+    assert min(value for _, value in pairs[:differs]) > 0.9999  # causal: the words before "left" cannot know it
+    assert pairs[differs][1] < 0.99
