@@ -61,8 +61,8 @@ def mean_prediction(pipe: NoiseUNetPipeline, prompts: list[str], seeds: int = 16
 def word_similarity(pipe: NoiseUNetPipeline, prompt: str, other: str) -> list[tuple[str, float]]:
     """``prompt``'s tokens, each with the cosine similarity of its text-encoder state to the state at the
     same place in ``other``: what the UNet can tell apart. Comparing "a red circle to the left of a blue
-    square" with "... to the right of ...", a word after *left* at 1.00 does not carry the relation; the
-    same caption with its objects swapped shows whether a word's place in the caption is seen at all."""
+    square" with "... to the right of ...", a word after *left* at 1.00 does not carry the relation. The
+    words are compared place by place, so the prompts should differ in a word, not in their length."""
     ids = pipe.tokenizer([prompt]).input_ids[0]
     states = pipe.encode([prompt, other]).float()
     similarity = torch.cosine_similarity(states[0, :len(ids)], states[1, :len(ids)], dim=-1)
