@@ -60,7 +60,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--pretrained", default=None, help="start from this pipeline: a noiseunet output folder, or a diffusers "
       "Stable Diffusion folder or hub name (its UNet, text encoder, tokenizer, VAE and noise schedule)")
     a("--model", default=defaults.model, choices=choices(TrainConfig, "model"),
-      help="size of a new model (default: small): " + "; ".join(f"{name}: {p.suits}" for name, p in MODEL_PRESETS.items()))
+      help="size of a new model (default: small-patches for the built-in shapes, small for --data): "
+      + "; ".join(f"{name}: {p.suits}" for name, p in MODEL_PRESETS.items()))
     a("--text-encoder", default=None, help="CLIP text encoder name or folder (default: --pretrained's, or build "
       "the preset's)")
     a("--train-text-encoder", action=argparse.BooleanOptionalAction, default=None)
@@ -72,6 +73,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       "--data of many concepts, causal for the built-in shapes)")
     a("--vae", default=None, help="AutoencoderKL name or folder for latent diffusion (default: --pretrained's, "
       "or pixel space)")
+    a("--patch-size", type=int, default=None, help="fold each P x P patch of pixels into channels (exactly, no "
+      "weights), so the UNet runs at 1/P of the resolution yet draws every pixel (default: 2 for the built-in "
+      "shapes, else plain pixels)")
     a("--allow-pickle", action="store_true", help="also load --text-encoder/--vae weights from pickle (.bin) files")
     a("--config", "--unet-config", dest="unet_config", default=None,
       help="JSON file or string of UNet config overrides of the preset (block_out_channels, ...)")

@@ -26,6 +26,7 @@ from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from .files import from_pretrained
+from .model.patches import latents_are_pixels
 from .precision import autocast
 from .text import encode_prompts
 
@@ -69,8 +70,8 @@ def use_scheduler(pipe: DiffusionPipeline, name: str) -> DiffusionPipeline:
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
     scheduler_class = SCHEDULERS[name]
-    pixel_space = getattr(pipe, "vae", None) is None
-    clip_x0 = pixel_space and "thresholding" in inspect.signature(scheduler_class.__init__).parameters
+    takes_threshold = "thresholding" in inspect.signature(scheduler_class.__init__).parameters
+    clip_x0 = latents_are_pixels(getattr(pipe, "vae", None)) and takes_threshold
     extra = {"thresholding": True, "sample_max_value": 1.0} if clip_x0 else {}
     pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config, **extra)
     return pipe

@@ -46,10 +46,13 @@ from diffusers import UNet2DConditionModel  # noqa: E402
 from noiseunet import NoiseUNet  # noqa: E402
 from noiseunet.model.diffusers_compat import max_relative_error  # noqa: E402
 from noiseunet.precision import resolve_precision  # noqa: E402
-from noiseunet.training.config import GPU_BATCH, SMALL_UNET  # noqa: E402
+from noiseunet.training.config import GPU_BATCH, SHAPES_PRESET  # noqa: E402
 
-# The UNet `noiseunet train` builds for the built-in shapes, with the small text encoder's width.
-SHAPES = dict(sample_size=32, in_channels=3, out_channels=3, cross_attention_dim=64, **SMALL_UNET)
+# The UNet `noiseunet train` builds for the built-in shapes (32 px images in 2 x 2 patches), with the text
+# encoder's width.
+SMALL_UNET, PATCH = SHAPES_PRESET.unet, SHAPES_PRESET.patch_size
+SHAPES = dict(sample_size=32 // PATCH, in_channels=3 * PATCH**2, out_channels=3 * PATCH**2,
+              cross_attention_dim=SHAPES_PRESET.text_hidden_size, **SMALL_UNET)
 # Stable Diffusion 1.5's layout (4 levels, 2 resnets per level, 8 heads, CLIP-L text width, 77 tokens)
 # at a width and latent size a CPU can train.
 SD15_SMALL = dict(

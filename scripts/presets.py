@@ -31,7 +31,7 @@ from adherence_benchmark import machine  # noqa: E402
 from readme_table import write_section  # noqa: E402
 
 # Input size and batch per preset: what each is for (see MODEL_PRESETS' `suits`).
-MEASURED_AT = {"tiny": (32, 32), "small": (32, 32), "base": (64, 16), "sd15": (64, 2)}
+MEASURED_AT = {"tiny": (32, 32), "small": (32, 32), "small-patches": (32, 32), "base": (64, 16), "sd15": (64, 2)}
 
 
 def images_per_second(name: str, steps: int, warmup: int) -> tuple[int, int, float]:
@@ -45,12 +45,15 @@ def images_per_second(name: str, steps: int, warmup: int) -> tuple[int, int, flo
     parameters = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=1e-4)
     fixed = next(batches)
+    x0 = fixed["pixel_values"]
+    if parts.vae is not None:  # small-patches: patches of pixels
+        x0 = parts.vae.encode(x0).latent_dist.mode()
     precision = resolve_precision(config.mixed_precision)
 
     def step() -> None:
         with autocast("cpu", precision):
             context = encode_prompts(parts.tokenizer, text_encoder, fixed["captions"])
-            loss = diffusion_loss(unet, fixed["pixel_values"], context, parts.scheduler)
+            loss = diffusion_loss(unet, x0, context, parts.scheduler)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
         optimizer.step()
@@ -74,6 +77,8 @@ def table(rows: dict[str, tuple[int, int, float]], precision: str) -> str:
     for name, (unet, text, rate) in rows.items():
         preset, (resolution, batch) = MODEL_PRESETS[name], MEASURED_AT[name]
         widths = ", ".join(str(w) for w in preset.unet["block_out_channels"])
+        if preset.patch_size > 1:
+            widths = f"{preset.patch_size}x{preset.patch_size} patches; {widths}"
         text_size = f"{text / 1e6:.2f}M ({preset.text_layers} x {preset.text_hidden_size})"
         lines.append(f"| `{name}` | {unet / 1e6:.1f}M | {text_size} | {widths} | {resolution}x{resolution}, {batch} | "
                      f"{rate:.1f} | {preset.suits} |")

@@ -20,7 +20,7 @@ from noiseunet.training.config import (MANY_CONCEPTS_COOLDOWN, MANY_CONCEPTS_GUI
 @pytest.mark.parametrize("option, value, message", [
     ("prediction_type", "x0", "prediction_type (--prediction-type) must be one of 'epsilon', 'v_prediction'; got 'x0'"),
     ("mixed_precision", "fp8", "mixed_precision (--mixed-precision) must be one of"),
-    ("model", "huge", "model (--model) must be one of 'tiny', 'small', 'base', 'sd15'; got 'huge'"),
+    ("model", "huge", "model (--model) must be one of 'tiny', 'small', 'small-patches', 'base', 'sd15'; got 'huge'"),
     ("report_to", "mlflow", "report_to (--report-to) must be one of"),
     ("batch_size", 0, "batch_size (--batch-size) must be >= 1; got 0"),
     ("caption_dropout", 1.5, "caption_dropout (--caption-dropout) must be in [0, 1]; got 1.5"),
@@ -72,7 +72,7 @@ def test_sampling_defaults_live_in_one_place():
         SAMPLING.scheduler, SAMPLING.steps, None, SAMPLING.seed)
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small", "base"])
+@pytest.mark.parametrize("preset", ["tiny", "small", "small-patches", "base"])
 def test_presets_build_and_train_a_step(tmp_path, preset):
     output = train(tiny_config(tmp_path / preset, model=preset, unet={}, max_steps=1, batch_size=2))
     unet_config = json.loads((output / "unet" / "config.json").read_text())

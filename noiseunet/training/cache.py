@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..data.batches import BatchSource
 from ..data.captioned import CaptionedSource, flat_captions
 from ..data.transforms import preprocess
+from ..model.patches import latents_are_pixels
 from ..text import encode_prompts
 from .components import Components
 from .config import TrainConfig
@@ -57,7 +58,8 @@ def build_cache(config: TrainConfig, parts: Components, batches: BatchSource,
     source = batches.finite_source()
     if not config.cache or source is None:
         return None
-    cache_latents = parts.vae is not None and not config.random_crop
+    # Patches of pixels are a reshape: nothing to save by caching them.
+    cache_latents = not latents_are_pixels(parts.vae) and not config.random_crop
     cache_text = not parts.train_text_encoder
     if not (cache_latents or cache_text):
         return None

@@ -14,6 +14,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from ..data.batches import BatchSource
 from ..files import from_pretrained, has_subfolder, replacing_folder_entries
 from ..model import NoiseUNet
+from ..model.patches import PatchAutoencoder, latents_are_pixels
 from ..text import build_text_encoder, load_text_encoder, train_tokenizer
 from .config import MANY_CONCEPTS_GUIDANCE, TrainConfig
 from .lora import add_lora
@@ -25,7 +26,7 @@ TOKENIZER_CORPUS = 100_000  # captions read to train a tokenizer
 class Components:
     tokenizer: CLIPTokenizer
     text_encoder: CLIPTextModel
-    vae: AutoencoderKL | None
+    vae: AutoencoderKL | PatchAutoencoder | None
     unet: NoiseUNet
     scheduler: DDPMScheduler
     train_text_encoder: bool
@@ -40,8 +41,13 @@ def build_components(config: TrainConfig, batches: BatchSource) -> Components:
     vae_source = config.vae or (config.pretrained if config.pretrained and has_subfolder(config.pretrained, "vae")
                                 else None)
     if vae_source:
-        vae = from_pretrained(AutoencoderKL, vae_source, config.allow_pickle,
-                              subfolder="vae" if has_subfolder(vae_source, "vae") else None)
+        subfolder = "vae" if has_subfolder(vae_source, "vae") else None
+        saved = AutoencoderKL.load_config(vae_source, subfolder=subfolder).get("_class_name")
+        vae_class = PatchAutoencoder if saved == PatchAutoencoder.__name__ else AutoencoderKL
+        vae = from_pretrained(vae_class, vae_source, config.allow_pickle, subfolder=subfolder)
+    elif config.patches > 1:
+        vae = PatchAutoencoder(config.patches)
+    if vae is not None:
         vae.requires_grad_(False).eval()
     unet = denoiser(config, vae, text_encoder.config.hidden_size)
     text_encoder.requires_grad_(train_text)
@@ -87,7 +93,7 @@ def text_model(config: TrainConfig, batches: BatchSource) -> tuple[CLIPTokenizer
     return tokenizer, text_encoder, config.train_text_encoder is not False
 
 
-def denoiser(config: TrainConfig, vae: AutoencoderKL | None, text_width: int) -> NoiseUNet:
+def denoiser(config: TrainConfig, vae: AutoencoderKL | PatchAutoencoder | None, text_width: int) -> NoiseUNet:
     """--pretrained's UNet with its weights, or a new one of the preset's config for these inputs."""
     channels = vae.config.latent_channels if vae is not None else 3
     if config.pretrained:
@@ -108,7 +114,7 @@ def denoiser(config: TrainConfig, vae: AutoencoderKL | None, text_width: int) ->
                         "cross_attention_dim": text_width})
 
 
-def noise_schedule(config: TrainConfig, vae: AutoencoderKL | None) -> DDPMScheduler:
+def noise_schedule(config: TrainConfig, vae: AutoencoderKL | PatchAutoencoder | None) -> DDPMScheduler:
     """The DDPM schedule training samples timesteps from: --pretrained's (whatever sampler it saved), else
     cosine with v-prediction; --beta-schedule and --prediction-type replace either.
 
@@ -124,9 +130,9 @@ def noise_schedule(config: TrainConfig, vae: AutoencoderKL | None) -> DDPMSchedu
         return DDPMScheduler.from_pretrained(config.pretrained, subfolder="scheduler", **chosen)
     return DDPMScheduler(num_train_timesteps=1000, **{"beta_schedule": "squaredcos_cap_v2",
                                                       "prediction_type": "v_prediction", **chosen},
-                         clip_sample=vae is None, timestep_spacing="trailing")
+                         clip_sample=latents_are_pixels(vae), timestep_spacing="trailing")
 
 
-def unet_input_size(resolution: int, vae: AutoencoderKL | None) -> int:
-    """The side of what the UNet sees for images of ``resolution`` px: the pixels, or a VAE's latents."""
+def unet_input_size(resolution: int, vae: AutoencoderKL | PatchAutoencoder | None) -> int:
+    """The side of what the UNet sees for images of ``resolution`` px: the pixels, or a VAE's latents (or patches)."""
     return resolution // 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else resolution

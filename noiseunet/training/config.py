@@ -19,6 +19,7 @@ class ModelPreset:
     text_heads: int
     max_text_length: int  # token length of the tokenizer built from scratch (CLIP's is 77)
     suits: str  # what data it is for, for --help and the README
+    patch_size: int = 1  # pixel space: the UNet sees patch_size x patch_size patches of pixels (model/patches.py)
 
 
 def _levels(widths: tuple[int, ...], attends: tuple[bool, ...]) -> dict[str, Any]:
@@ -31,12 +32,21 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
     # Two levels, one attending: smoke tests, debugging a data pipeline, a few hundred tiny images.
     "tiny": ModelPreset(dict(**_levels((32, 64), (False, True)), layers_per_block=1, attention_head_dim=2),
                         32, 1, 2, 16, "smoke tests and debugging; up to ~1k images at 32 px"),
-    # The built-in shapes in minutes on two CPU cores. Four levels (32 -> 4 pixels) with cross-attention at
-    # 16, 8 and 4: at 4x4 every position touches the zero padding, which is how a convolutional net knows
-    # left from right. It also runs faster than three levels (84 against 77 img/s here).
+    # Simple images at 32 px on two CPU cores: a new model of a folder or dataset. Four levels (32 -> 4 pixels)
+    # with cross-attention at 16, 8 and 4: at 4x4 every position touches the zero padding, which is how a
+    # convolutional net knows left from right. It also runs faster than three levels (84 against 77 img/s).
     "small": ModelPreset(dict(**_levels((32, 64, 64, 64), (False, True, True, True)), layers_per_block=1,
                               attention_head_dim=2),
-                         64, 2, 2, 16, "the built-in shapes; ~1k-10k simple images at 32 px on a CPU"),
+                         64, 2, 2, 16, "~1k-10k simple images at 32 px on a CPU (folders, datasets)"),
+    # The built-in shapes (the main job): 2 x 2 patches of pixels (a 32 px image is 16 x 16 latent pixels of 12
+    # channels), then three levels (16 -> 4) with cross-attention at each, the 4x4 level kept. The patches
+    # replace small's plain level at full resolution, and the transformer at 16 px is 32 wide, not 64: those
+    # set small's price, and a step costs 0.36 of it. After 5 minutes on an AVX2 CPU single objects reached
+    # 71.7-78.3% / 50.0-61.1% against 33.3% / 33.3%, after 10 90.0% / 86.1% against 91.1% / 88.9%; on the emoji
+    # benchmark it did no better at 10 minutes (1.1% top-1), so folders keep small (README, "Prompt adherence").
+    "small-patches": ModelPreset(dict(**_levels((32, 64, 64), (True, True, True)), layers_per_block=1,
+                                      attention_head_dim=2, norm_num_groups=16),
+                                 64, 2, 2, 16, "the built-in shapes in minutes on a CPU (the main job)", patch_size=2),
     # Real images at 64 px (or SD latents of 512 px): two residual blocks per level, 8 heads.
     "base": ModelPreset(dict(**_levels((64, 128, 256, 256), (False, True, True, True)), layers_per_block=2,
                              attention_head_dim=8),
@@ -78,7 +88,7 @@ MANY_CONCEPTS_COOLDOWN = 0.3  # TrainConfig.cooldown
 NEW_MODEL_LOGIT_MEAN = 1.8  # TrainConfig.timestep_density
 
 # Kept for scripts that build the trainer's shapes UNet (scripts/bench.py).
-SMALL_UNET: dict[str, Any] = MODEL_PRESETS["small"].unet
+SHAPES_PRESET: ModelPreset = MODEL_PRESETS["small-patches"]
 
 
 @dataclass
@@ -111,7 +121,8 @@ class TrainConfig:
     # Start from a pipeline: a noiseunet output folder, or a diffusers Stable Diffusion folder or hub name.
     # Its UNet, text encoder, tokenizer, VAE and noise schedule are used unless the options below replace them.
     pretrained: str | None = None
-    model: Literal["tiny", "small", "base", "sd15"] | None = None  # preset for a new model; None = "small"
+    # Preset for a new model; None: "small-patches" for the built-in shapes, "small" for other data.
+    model: Literal["tiny", "small", "small-patches", "base", "sd15"] | None = None
     text_encoder: str | None = None  # hub name or folder; None = --pretrained's, or build the preset's
     train_text_encoder: bool | None = None  # default: only when built from scratch
     # Width and depth of the text transformer built from scratch; None = the preset's. A wider one gives the
@@ -123,6 +134,10 @@ class TrainConfig:
     text_attention: Literal["causal", "bidirectional"] | None = None
     max_text_length: int | None = None  # tokens of the tokenizer built from scratch; None = the preset's, or the longest caption's
     vae: str | None = None  # latent diffusion with this AutoencoderKL; None = --pretrained's, or pixel space
+    # Pixel space with each patch_size x patch_size patch folded into channels (model/patches.py), so the UNet
+    # runs at 1/patch_size of the resolution and still draws every pixel. None: the preset's (2 for
+    # small-patches, else 1), or 1 with --vae or --pretrained; 1: plain pixels. See the property ``patches``.
+    patch_size: int | None = None
     allow_pickle: bool = False  # also load --text-encoder/--vae weights from pickle (.bin) files
     unet: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's UNet config
     # LoRA (Hu et al. 2021) through PEFT: low-rank adapters on these UNet layers train (and on the text
@@ -217,6 +232,14 @@ class TrainConfig:
             if self.data not in (None, "shapes"):
                 raise ValueError(f"--mixture sets the families of the built-in shapes data, not of --data {self.data}")
             mixture_shares(self.mixture)
+        if self.patch_size not in (None, 1) and (self.vae or self.pretrained):
+            raise ValueError(f"--patch-size {self.patch_size} folds the pixels of a new model; --vae and --pretrained "
+                             "bring their own latents")
+        if self.patch_size is not None and self.patch_size & (self.patch_size - 1):
+            raise ValueError(f"--patch-size must be a power of 2 (1, 2, 4, ...), got {self.patch_size}")
+        if self.resolution % self.patches:
+            raise ValueError(f"--resolution {self.resolution} is not a multiple of the patch size {self.patches} "
+                             f"(--patch-size, else the preset's; --patch-size 1 for single pixels)")
         if self.buckets and self.data in (None, "shapes"):
             raise ValueError("--buckets needs --data: a folder or a datasets dataset (the built-in shapes are square)")
         if self.pretrained and (self.model or self.unet):
@@ -226,7 +249,7 @@ class TrainConfig:
                           ("log_every", 1), ("checkpoint_every", 1), ("checkpoints_total_limit", 1),
                           ("validate_every", 0), ("warmup_steps", 0), ("learning_rate", 0), ("weight_decay", 0),
                           ("offset_noise", 0), ("max_steps", 0), ("shuffle_buffer", 1), ("max_text_length", 2), ("lora_rank", 1),
-                          ("text_width", 1), ("text_layers", 1)):
+                          ("text_width", 1), ("text_layers", 1), ("patch_size", 1)):
             check_range(name, getattr(self, name), low)
         check_range("caption_dropout", self.caption_dropout, 0, 1)
         check_range("lr_cooldown", self.lr_cooldown, 0, 1)
@@ -262,7 +285,16 @@ class TrainConfig:
 
     @property
     def preset(self) -> ModelPreset:
-        return MODEL_PRESETS[self.model or "small"]
+        """--model's preset, else small-patches for the built-in shapes and small for a folder or dataset."""
+        return MODEL_PRESETS[self.model or ("small-patches" if self.data in (None, "shapes") else "small")]
+
+    @property
+    def patches(self) -> int:
+        """The side of the pixel patches a new pixel-space model sees (1: single pixels): --patch-size, else the
+        preset's; a VAE's latents (--vae, --pretrained's) are never patched."""
+        if self.patch_size is not None:
+            return self.patch_size
+        return 1 if self.vae or self.pretrained else self.preset.patch_size
 
     @property
     def unet_config(self) -> dict[str, Any]:

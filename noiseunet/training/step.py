@@ -3,6 +3,7 @@
 import torch
 from accelerate import Accelerator
 
+from ..model.patches import PatchAutoencoder
 from ..text import encode_prompts
 from .diffusion import diffusion_loss, step_generators
 from .run import TrainingRun
@@ -31,7 +32,7 @@ def train_step(run: TrainingRun) -> None:
                     with torch.no_grad():
                         x0 = parts.vae.encode(x0).latent_dist.sample(generator) * parts.vae.config.scaling_factor
             if half:
-                x0 = torch.nn.functional.avg_pool2d(x0, 2)
+                x0 = half_resolution(x0, parts.vae)
             if context is None:
                 with torch.set_grad_enabled(parts.train_text_encoder):
                     context = encode_prompts(parts.tokenizer, run.text_encoder, batch["captions"])
@@ -97,3 +98,12 @@ def all_finite(accelerator: Accelerator, value: torch.Tensor) -> torch.Tensor:
     skip a bad step together."""
     bad = (~torch.isfinite(value.detach().float())).any().float().reshape(1)
     return ~(accelerator.reduce(bad, reduction="max") if accelerator.num_processes > 1 else bad)[0].bool()
+
+
+def half_resolution(x0: torch.Tensor, vae: torch.nn.Module | None) -> torch.Tensor:
+    """The UNet's input at half the resolution (--half-resolution-until): 2x2 block averages of the pixels, or
+    of a VAE's latents. Under patches the pixels are averaged, not the patches' channels, which would average
+    every other pixel."""
+    if isinstance(vae, PatchAutoencoder):
+        return vae.encode(torch.nn.functional.avg_pool2d(vae.decode(x0).sample, 2)).latent_dist.mode()
+    return torch.nn.functional.avg_pool2d(x0, 2)
