@@ -28,15 +28,17 @@ from PIL import Image
 from noiseunet.data.transforms import to_pil
 from noiseunet.files import save_image
 from noiseunet.grid import image_grid
+from noiseunet.model.patches import latents_are_pixels
 from noiseunet.pipeline import SAMPLING, NoiseUNetPipeline, generate, load_pipeline, use_scheduler
 
 
 @torch.no_grad()
 def mean_prediction(pipe: NoiseUNetPipeline, prompts: list[str], seeds: int = 16) -> torch.Tensor:
     """(len(prompts), 3, H, W) in [-1, 1]: the clean image the UNet predicts at the last training timestep
-    from pure noise, averaged over ``seeds`` noises (seeds 0, 1, ...). Pixel-space models with v- or
-    sample-prediction: an epsilon model's image is undefined where no signal is left."""
-    if getattr(pipe, "vae", None) is not None:
+    from pure noise, averaged over ``seeds`` noises (seeds 0, 1, ...). Pixel-space models (on pixels or
+    patches of them) with v- or sample-prediction: an epsilon model's image is undefined where no signal is
+    left."""
+    if not latents_are_pixels(getattr(pipe, "vae", None)):
         raise ValueError("layout_probe reads pixel-space models (this pipeline has a VAE)")
     prediction = pipe.scheduler.config.prediction_type
     if prediction not in ("v_prediction", "sample"):
@@ -53,6 +55,8 @@ def mean_prediction(pipe: NoiseUNetPipeline, prompts: list[str], seeds: int = 16
         output = unet(x_t, torch.full((seeds,), last, device=pipe.device), text.expand(seeds, -1, -1)).sample.float()
         if prediction == "v_prediction":  # x_t = a x0 + s eps, v = a eps - s x0  =>  x0 = a x_t - s v
             output = alpha_bar.sqrt() * x_t.float() - (1 - alpha_bar).sqrt() * output
+        if pipe.vae is not None:  # patches of pixels, unfolded
+            output = pipe.vae.decode(output).sample
         means.append(output.clamp(-1, 1).mean(0))
     return torch.stack(means).cpu()
 

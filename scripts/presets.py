@@ -70,7 +70,7 @@ def images_per_second(name: str, steps: int, warmup: int) -> tuple[int, int, flo
 
 
 def table(rows: dict[str, tuple[int, int, float]], precision: str) -> str:
-    lines = [f"Measured {date.today()} on {machine()}, {precision}, "
+    lines = [f"Measured {date.today()} on {machine()}, {'float32' if precision == 'no' else precision}, "
              "by `python scripts/presets.py` (training step: captions, loss, backward, AdamW; no data loading).",
              "", "| preset | UNet | text encoder | levels (widths) | input, batch | training img/s (CPU) | suits |",
              "|---|---|---|---|---|---|---|"]
@@ -81,7 +81,7 @@ def table(rows: dict[str, tuple[int, int, float]], precision: str) -> str:
             widths = f"{preset.patch_size}x{preset.patch_size} patches; {widths}"
         text_size = f"{text / 1e6:.2f}M ({preset.text_layers} x {preset.text_hidden_size})"
         lines.append(f"| `{name}` | {unet / 1e6:.1f}M | {text_size} | {widths} | {resolution}x{resolution}, {batch} | "
-                     f"{rate:.1f} | {preset.suits} |")
+                     f"{f'{rate:.1f}' if rate >= 0.05 else '< 0.05'} | {preset.suits} |")
     return "\n".join(lines)
 
 

@@ -5,9 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
+from conftest import tiny_unet
+
 from noiseunet import NoiseUNetPipeline
+from noiseunet.model.patches import PatchAutoencoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import layout_probe  # noqa: E402
@@ -34,6 +38,22 @@ def test_mean_prediction_is_diffusers_x0_at_the_last_timestep_averaged_over_seed
         x0 = torch.stack([reference.step(v[i:i + 1], 999, x_t[i:i + 1]).pred_original_sample[0] for i in range(3)])
         torch.testing.assert_close(mean, x0.mean(0), atol=1e-5, rtol=0)
     assert not torch.allclose(means[0], means[1])  # the prompt reaches the prediction
+
+
+@torch.no_grad()
+def test_a_patch_models_mean_prediction_is_its_patches_unfolded(text_encoder, tokenizer):
+    patches = PatchAutoencoder(2)
+    pipe = NoiseUNetPipeline(unet=tiny_unet(12, 8, text_encoder.config.hidden_size), text_encoder=text_encoder,
+                             tokenizer=tokenizer, vae=patches, scheduler=DDPMScheduler(
+                                 beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction"))
+    means = layout_probe.mean_prediction(pipe, PROMPTS[:1], seeds=2)
+    assert means.shape == (1, 3, 16, 16)
+    alpha_bar = pipe.scheduler.alphas_cumprod[999]
+    noise = torch.stack([torch.randn(12, 8, 8, generator=torch.Generator().manual_seed(s)) for s in range(2)])
+    x_t = (1 - alpha_bar).sqrt() * noise
+    v = pipe.unet(x_t, torch.full((2,), 999), pipe.encode(PROMPTS[:1]).expand(2, -1, -1)).sample
+    x0 = alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * v
+    torch.testing.assert_close(means[0], F.pixel_shuffle(x0.clamp(-1, 1), 2).mean(0), atol=1e-5, rtol=0)
 
 
 def test_picture_has_a_row_per_prompt_with_the_mean_and_the_samples(pixel_pipe):
