@@ -272,6 +272,8 @@ def bench_loop(device: str, batch: int, warmup: int, steps: int, quick: bool) ->
         optimizer = torch.optim.AdamW(parameters, lr=1e-4)  # as the loop's
         fixed = next(batches)
         x0 = fixed["pixel_values"].to(device)
+        if parts.vae is not None:  # the shapes' 2 x 2 patches of pixels, as the step encodes them
+            x0 = parts.vae.to(device).encode(x0).latent_dist.mode()
 
         def bare_step():
             with precision_autocast(device, precision):  # as the loop's accelerator.autocast()
