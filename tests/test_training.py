@@ -199,9 +199,9 @@ def test_the_learning_rate_cools_down_linearly_over_the_last_share_of_the_steps(
 
 
 def test_the_first_share_of_the_run_trains_at_half_the_resolution(tmp_path):
-    """--half-resolution-until 0.5 of 4 steps: the UNet sees 2x2 block averages of the batch (16 -> 8 px: 4 x 4
-    latent pixels of 2 x 2 patches) in steps 0 and 1, the full images from step 2 on, and the run still saves a
-    16 px pipeline."""
+    """--half-resolution-until 0.5 of 4 steps: the UNet sees 2x2 block averages of the batch (16 -> 8 px) in
+    steps 0 and 1, the full images from step 2 on, and the run still saves a 16 px pipeline. (Folder data:
+    single pixels; under the shapes' patches see tests/test_patches.py.)"""
     from noiseunet.training.run import finish_run, start_run
     from noiseunet.training.step import train_step
 
@@ -215,9 +215,9 @@ def test_the_first_share_of_the_run_trains_at_half_the_resolution(tmp_path):
             train_step(run)
     finally:
         run.batches.close()
-    assert sizes == [(4, 4), (4, 4), (8, 8), (8, 8)]
+    assert sizes == [(8, 8), (8, 8), (16, 16), (16, 16)]
     pipe = NoiseUNetPipeline.from_pretrained(finish_run(run, None))
-    assert pipe.unet.config.sample_size * pipe.scale_factor == 16
+    assert pipe.unet.config.sample_size == 16
     with pytest.raises(ValueError, match="is a share of the run"):
         tiny_config(tmp_path / "bad", half_resolution_until=0.5, max_steps=None)
     with pytest.raises(ValueError, match="halves the UNet's 18 px input to 9, which its 2x downsampling does not"):
