@@ -94,13 +94,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       help="uniform over the schedule, or SD3's densities that train its middle more (default: uniform with "
       "--pretrained, else logit_normal)")
     a("--timestep-logit-mean", type=float, default=defaults.timestep_logit_mean,
-      help="mean of logit_normal (default 1.8 for a new model: mostly the noisier half, where layout and colour "
-      "are decided; 1 with --pretrained or --model sd15; 0: the middle)")
+      help="mean of logit_normal (default for a new model: its preset's, 1.8, mostly the noisier half, where layout "
+      "and colour are decided; 1.2 for small-patches, 1 for sd15; 1 with --pretrained; 0: the middle)")
     a("--batch-size", type=int, default=defaults.batch_size, help="per process (default: 32 on a CPU, 512 on a GPU)")
     a("--gradient-accumulation-steps", type=int, default=defaults.gradient_accumulation_steps)
     a("--learning-rate", type=float, default=defaults.learning_rate, help="default: 1e-3, and on a GPU with its "
       "default batch 1e-3 * sqrt(global batch / 32)")
-    a("--warmup-steps", type=int, default=defaults.warmup_steps)
+    a("--warmup-steps", type=int, default=defaults.warmup_steps,
+      help="learning-rate warmup (default 100; 30 for a new small-patches model at the CPU's batch)")
     a("--lr-cooldown", type=float, default=defaults.lr_cooldown, help="the last this share of the run (of "
       "--max-steps or --max-minutes) the learning rate falls linearly to 0 (warmup-stable-decay; 0: constant; "
       "default: 0.3 for a new model of a folder or dataset, else 0)")

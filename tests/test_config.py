@@ -13,8 +13,8 @@ from noiseunet.pipeline import SAMPLING
 from noiseunet.segmentation.train import SegmentationConfig
 from noiseunet.training import TrainConfig, train
 from noiseunet.training.components import saved_guidance
-from noiseunet.training.config import (MANY_CONCEPTS_COOLDOWN, MANY_CONCEPTS_GUIDANCE, MODEL_PRESETS,
-                                       NEW_MODEL_LOGIT_MEAN)
+from noiseunet.training.config import (DEFAULT_WARMUP_STEPS, MANY_CONCEPTS_COOLDOWN, MANY_CONCEPTS_GUIDANCE,
+                                       MODEL_PRESETS, NEW_MODEL_LOGIT_MEAN)
 
 
 @pytest.mark.parametrize("option, value, message", [
@@ -194,9 +194,20 @@ def test_a_budgeted_run_of_folder_data_cools_its_learning_rate_down_unless_told(
         assert config.cooldown == 0.0
 
 
+def test_the_warmup_is_the_presets_for_a_new_model_at_the_cpus_batch_unless_told(tmp_path):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert TrainConfig().for_device(cpu).warmup_steps == MODEL_PRESETS["small-patches"].warmup_steps == 30
+    assert TrainConfig().for_device(gpu).warmup_steps == DEFAULT_WARMUP_STEPS  # the GPU's batch and scaled rate
+    assert TrainConfig(data=str(tmp_path)).for_device(cpu).warmup_steps == DEFAULT_WARMUP_STEPS  # small
+    assert TrainConfig(pretrained="runs/base").for_device(cpu).warmup_steps == DEFAULT_WARMUP_STEPS
+    assert TrainConfig(warmup_steps=7).for_device(gpu).warmup_steps == 7
+
+
 def test_a_new_small_model_trains_noisier_timesteps_unless_told(tmp_path):
-    for config in (TrainConfig(), TrainConfig(data="shapes"), TrainConfig(data=str(tmp_path))):
-        assert config.timestep_density == ("logit_normal", NEW_MODEL_LOGIT_MEAN)
+    assert TrainConfig(data=str(tmp_path)).timestep_density == ("logit_normal", NEW_MODEL_LOGIT_MEAN)
+    for config in (TrainConfig(), TrainConfig(data="shapes")):  # small-patches: its preset's mean
+        assert config.timestep_density == ("logit_normal", MODEL_PRESETS["small-patches"].timestep_logit_mean)
+    assert TrainConfig(model="small").timestep_density == ("logit_normal", NEW_MODEL_LOGIT_MEAN)
     assert TrainConfig(data=str(tmp_path), timestep_logit_mean=1.0).timestep_density == ("logit_normal", 1.0)
     assert TrainConfig(data=str(tmp_path), model="sd15").timestep_density == ("logit_normal", 1.0)
     assert TrainConfig(data=str(tmp_path), pretrained="runs/base").timestep_density == ("uniform", 1.0)

@@ -9,6 +9,12 @@ from ..data.shapes import mixture_shares
 from ..options import check_choices, check_range, cli_name
 
 
+# Learning-rate warmup steps unless a new model's preset says (TrainConfig.for_device).
+DEFAULT_WARMUP_STEPS = 100
+# The logit-normal mean of a new model's training timesteps unless its preset says (TrainConfig.timestep_density).
+NEW_MODEL_LOGIT_MEAN = 1.8
+
+
 @dataclass(frozen=True)
 class ModelPreset:
     """A UNet config (diffusers keys) and the size of the CLIP text transformer built with it from scratch."""
@@ -20,6 +26,10 @@ class ModelPreset:
     max_text_length: int  # token length of the tokenizer built from scratch (CLIP's is 77)
     suits: str  # what data it is for, for --help and the README
     patch_size: int = 1  # pixel space: the UNet sees patch_size x patch_size patches of pixels (model/patches.py)
+    # Mean of the logit-normal training timesteps of a new model of it (TrainConfig.timestep_density).
+    timestep_logit_mean: float = NEW_MODEL_LOGIT_MEAN
+    # Learning-rate warmup of a new model of it at the CPU's batch (TrainConfig.for_device).
+    warmup_steps: int = DEFAULT_WARMUP_STEPS
 
 
 def _levels(widths: tuple[int, ...], attends: tuple[bool, ...]) -> dict[str, Any]:
@@ -39,14 +49,17 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
                               attention_head_dim=2),
                          64, 2, 2, 16, "~1k-10k simple images at 32 px on a CPU (folders, datasets)"),
     # The built-in shapes (the main job): 2 x 2 patches of pixels (a 32 px image is 16 x 16 latent pixels of 12
-    # channels), then three levels (16 -> 4) with cross-attention at each, the 4x4 level kept. The patches
-    # replace small's plain level at full resolution, and the transformer at 16 px is 32 wide, not 64: those
-    # set small's price, and a step costs 0.36 of it. After 5 minutes on an AVX2 CPU single objects reached
-    # 71.7-78.3% / 50.0-61.1% against 33.3% / 33.3%, after 10 90.0% / 86.1% against 91.1% / 88.9%; on the emoji
-    # benchmark it did no better at 10 minutes (1.1% top-1), so folders keep small (README, "Prompt adherence").
-    "small-patches": ModelPreset(dict(**_levels((32, 64, 64), (True, True, True)), layers_per_block=1,
+    # channels), then three levels (16 -> 4), the 4x4 level kept, with cross-attention at 8 and 4. The patches
+    # replace small's plain level at full resolution and the 16 px level has no transformer: those set small's
+    # price, and a step costs a third of it. Its shapes' edges are learned at timesteps less noisy than small's
+    # layout, hence logit mean 1.2, and a 5-minute run of ~730 steps gains from a warmup of 30. On an AVX2 CPU
+    # single objects after 5 minutes: 86.1% / 77.8% (the main job; 90.6% / 83.3% and 86.1% / 83.3% in
+    # `noiseunet train` with seeds 0 and 1) against 33.3% / 33.3% for small (README, "Prompt adherence"); on
+    # the emoji benchmark patches did no better at 10 minutes (1.1% top-1), so folders keep small.
+    "small-patches": ModelPreset(dict(**_levels((32, 64, 64), (False, True, True)), layers_per_block=1,
                                       attention_head_dim=2, norm_num_groups=16),
-                                 64, 2, 2, 16, "the built-in shapes in minutes on a CPU (the main job)", patch_size=2),
+                                 64, 2, 2, 16, "the built-in shapes in minutes on a CPU (the main job)", patch_size=2,
+                                 timestep_logit_mean=1.2, warmup_steps=30),
     # Real images at 64 px (or SD latents of 512 px): two residual blocks per level, 8 heads.
     "base": ModelPreset(dict(**_levels((64, 128, 256, 256), (False, True, True, True)), layers_per_block=2,
                              attention_head_dim=8),
@@ -54,7 +67,7 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
     # Stable Diffusion 1.5's UNet (859.5M parameters) and CLIP ViT-L/14's text transformer width and depth.
     "sd15": ModelPreset(dict(**_levels((320, 640, 1280, 1280), (True, True, True, False)), layers_per_block=2,
                              attention_head_dim=8),
-                        768, 12, 12, 77, "millions of images with --vae sd-vae; GPUs"),
+                        768, 12, 12, 77, "millions of images with --vae sd-vae; GPUs", timestep_logit_mean=1.0),
 }
 
 # The attention projections: what diffusers' and kohya's LoRA scripts adapt by default.
@@ -85,7 +98,6 @@ def scaled_learning_rate(batch: int) -> float:
 # SAMPLING's 3, their best.
 MANY_CONCEPTS_GUIDANCE = 8.0
 MANY_CONCEPTS_COOLDOWN = 0.3  # TrainConfig.cooldown
-NEW_MODEL_LOGIT_MEAN = 1.8  # TrainConfig.timestep_density
 
 # Kept for scripts that build the trainer's shapes UNet (scripts/bench.py).
 SHAPES_PRESET: ModelPreset = MODEL_PRESETS["small-patches"]
@@ -172,7 +184,8 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     # None: BASE_LEARNING_RATE, scaled by sqrt(batch / REFERENCE_BATCH) when the batch is the GPU's pick.
     learning_rate: float | None = None
-    warmup_steps: int = 100
+    # None: picked with the batch (for_device): 100, or the preset's for a new model at the CPU's batch.
+    warmup_steps: int | None = None
     # Warmup-stable-decay (Hägele et al. 2024): over the last this share of the run (of --max-steps, or of
     # --max-minutes, whichever ends it first) the learning rate falls linearly to 0. A budgeted run then ends
     # annealed, whenever its budget ends; 0 keeps it constant. None: see the property ``cooldown``.
@@ -266,22 +279,25 @@ class TrainConfig:
 
     @property
     def timestep_density(self) -> tuple[str, float]:
-        """(--timestep-sampling, its logit mean) with the defaults filled in: NEW_MODEL_LOGIT_MEAN (1.8, median
-        timestep 858) for a new model of the built-in shapes or of a folder or dataset, else 1 (median 731;
-        --pretrained samples uniformly, and sd15's exact shape from scratch is unmeasured at 1.8). What a small
-        model must get right first, the layout and colours, is decided at the noisiest steps of sampling:
-        - built-in shapes, the main job: single objects after 10 minutes 91.1% / 88.9% against 36.1% / 30.6% at
-          mean 1, families' mean 38.4% / 34.1% against 34.5% / 24.9% (AMD EPYC with AVX2 only, float32, 500
-          steps); after 5 minutes 94.4% / 97.2% against 52.2% / 55.6% (AMD EPYC with AVX-512-BF16, 545 steps);
+        """(--timestep-sampling, its logit mean) with the defaults filled in: for a new model its preset's mean
+        (NEW_MODEL_LOGIT_MEAN, 1.8, median timestep 858; small-patches 1.2, median 769; sd15 1, whose exact
+        shape from scratch is unmeasured at 1.8), with --pretrained 1 (median 731; it samples uniformly unless
+        told). What a small model must get right first, the layout and colours, is decided at the noisiest
+        steps of sampling:
+        - built-in shapes on the 4-level small UNet: single objects after 10 minutes 91.1% / 88.9% against
+          36.1% / 30.6% at mean 1, families' mean 38.4% / 34.1% against 34.5% / 24.9% (AMD EPYC with AVX2 only,
+          float32, 500 steps); after 5 minutes 94.4% / 97.2% against 52.2% / 55.6% (AMD EPYC with
+          AVX-512-BF16, 545 steps);
+        - on 2 x 2 patches (small-patches), where the layout comes easily and the shapes' edges are what is
+          left, 1.2 did better after 5 minutes (AVX2 EPYC; README, "Prompt adherence");
         - the emoji benchmark (729 concepts): top-1 retrieval 27.7% against 25.5% after 3608 steps (near-copies
           2.1% against 7.3%), 3.4% against 1.9% after 10 minutes.
-        The price, at 5 and 10 minutes: the other five task families fall on seen prompts (at 10 minutes their
-        mean is 27.9% against 34.2%; size and colour binding most), so it is the default for the line every
-        budget must hold, single objects at 10 minutes on either kind of CPU (README)."""
+        On the small UNet the other five task families pay for it at 5 and 10 minutes on seen prompts (at 10
+        minutes their mean is 27.9% against 34.2%; size and colour binding most)."""
         sampling = self.timestep_sampling or ("uniform" if self.pretrained else "logit_normal")
         if self.timestep_logit_mean is not None:
             return sampling, self.timestep_logit_mean
-        return sampling, 1.0 if self.pretrained or self.model == "sd15" else NEW_MODEL_LOGIT_MEAN
+        return sampling, 1.0 if self.pretrained else self.preset.timestep_logit_mean
 
     @property
     def preset(self) -> ModelPreset:
@@ -351,15 +367,20 @@ class TrainConfig:
 
     def for_device(self, device: torch.device, processes: int = 1) -> "TrainConfig":
         """This config with the defaults that depend on the device filled in: the batch, and with the GPU's
-        batch a learning rate scaled to the global batch (``processes`` x batch x accumulation). A batch or a
-        rate the user set is kept as it is."""
+        batch a learning rate scaled to the global batch (``processes`` x batch x accumulation), and the
+        warmup: DEFAULT_WARMUP_STEPS, or a new model's preset's at the CPU's batch (small-patches: 30; on the
+        main job's 5 minutes, about 730 steps, it did better than 100: 90.6% / 83.3% and 86.1% / 83.3% on single
+        objects with seeds 0 and 1, against 86.1% / 83.3% and 75.6% / 75.0%). What the user set is kept."""
         on_gpu = self.batch_size is None and device.type == "cuda"
         batch = self.batch_size or (GPU_BATCH if on_gpu else REFERENCE_BATCH)
         rate = self.learning_rate
         if rate is None:
             global_batch = batch * processes * self.gradient_accumulation_steps
             rate = scaled_learning_rate(global_batch) if on_gpu else BASE_LEARNING_RATE
-        return replace(self, batch_size=batch, learning_rate=rate)
+        warmup = self.warmup_steps
+        if warmup is None:
+            warmup = DEFAULT_WARMUP_STEPS if on_gpu or self.pretrained else self.preset.warmup_steps
+        return replace(self, batch_size=batch, learning_rate=rate, warmup_steps=warmup)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
