@@ -8,7 +8,7 @@ from pathlib import Path
 from .data.shapes import DEFAULT_MIXTURE, FAMILIES, SAMPLE_PROMPTS
 from .options import literal_choices
 from .pipeline import SAMPLING
-from .training.config import MANY_CONCEPTS_GUIDANCE, MODEL_PRESETS, TrainConfig
+from .training.config import MANY_CONCEPTS_GUIDANCE, MODEL_PRESETS, SHAPES_SAMPLER, TrainConfig
 
 
 def choices(config_class: type, name: str) -> list:
@@ -163,8 +163,12 @@ def run_train(args: argparse.Namespace) -> None:
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     from .pipeline import SCHEDULERS
 
-    parser.add_argument("--scheduler", default=SAMPLING.scheduler, choices=list(SCHEDULERS))
-    parser.add_argument("--steps", type=int, default=SAMPLING.steps)
+    parser.add_argument("--scheduler", default=None, choices=list(SCHEDULERS),
+                        help="the sampler (default: the model's own, saved by noiseunet train: "
+                             f"{SHAPES_SAMPLER[0]} for the built-in shapes, else {SAMPLING.scheduler})")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"sampling steps (default: the model's own: {SHAPES_SAMPLER[1]} for the built-in shapes, "
+                             f"else {SAMPLING.steps})")
     parser.add_argument("--guidance-scale", type=float, default=None,
                         help="classifier-free guidance (default: the model's own, saved by noiseunet train: "
                              f"{MANY_CONCEPTS_GUIDANCE:g} for folder and dataset data, else {SAMPLING.guidance_scale:g})")
@@ -183,8 +187,9 @@ def run_sample(args: argparse.Namespace) -> None:
 
     pipe = use_scheduler(load_pipeline(args.dir, args.allow_pickle, args.device, args.lora, args.lora_scale),
                          args.scheduler)
+    steps = pipe.sampler[1] if args.steps is None else args.steps
     rows = generate(pipe, args.prompts, args.num_images, args.seed, args.batch_size, args.negative_prompt,
-                    args.precision, num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
+                    args.precision, num_inference_steps=steps, guidance_scale=args.guidance_scale)
     print(f"grid: {save_image(image_grid(rows, args.prompts), args.out)}")
     if args.out_dir:
         save_captioned_folder(rows, args.prompts, args.seed, Path(args.out_dir))
@@ -233,7 +238,7 @@ def run_main(args: argparse.Namespace) -> None:
     from .training import train
 
     output = train(train_config(args))
-    sampling = {"scheduler": SAMPLING.scheduler, "steps": SAMPLING.steps, "guidance_scale": None,
+    sampling = {"scheduler": None, "steps": None, "guidance_scale": None,  # the model's own
                 "seed": SAMPLING.seed, "allow_pickle": False, "device": None, "precision": "auto"}
     run_sample(argparse.Namespace(dir=output, prompts=list(SAMPLE_PROMPTS), num_images=6, negative_prompt=None,
                                   out=str(output / "samples.png"), out_dir=None, batch_size=64, lora=None,

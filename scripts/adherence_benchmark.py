@@ -1,8 +1,8 @@
 """Prompt adherence of the main job at several training budgets, recorded in the README.
 
-Runs `noiseunet main` at each budget (a fresh process each, as a user would), then, on the model of the
-longest budget, compares the 20-step DPM-Solver++ sampler with the full 1000-step DDPM reverse process
-on the same prompts and seeds. Writes runs/adherence/benchmark.json and two README tables: the
+Runs `noiseunet main` at each budget (a fresh process each, as a user would; it samples with the model's
+own sampler), then, on the model of the longest budget, compares 20 DPM-Solver++ steps with the full
+1000-step DDPM reverse process on the same prompts and seeds. Writes runs/adherence/benchmark.json and two README tables: the
 single-object adherence per budget, and every task family (issue 16's composition targets) per budget.
 
     python scripts/adherence_benchmark.py                 # budgets 5, 10, 30 minutes
@@ -119,7 +119,7 @@ def families_table(result: dict) -> str:
     rows = result["rows"]
     header = "| family | " + " | ".join(f"{r['budget_minutes']:g} min ({r['steps']} steps)" for r in rows) + " |"
     lines = [f"Measured {result['date']} on {result['machine']} by `python scripts/adherence_benchmark.py`; all "
-             "correct, seen / held out (4 images per prompt, 20 DPM-Solver++ steps, guidance 3).", "", header,
+             f"correct, seen / held out (4 images per prompt, {rows[-1]['sampler']}, guidance 3).", "", header,
              "|---|" + "---|" * len(rows)]
     for name in rows[-1]["families"]:
         cells = [f"{r['families'][name]['seen']:.1%} / {r['families'][name]['held_out']:.1%}" for r in rows]

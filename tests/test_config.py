@@ -12,9 +12,9 @@ from noiseunet.cli import main as cli_main  # noqa: F401  (the CLI module import
 from noiseunet.pipeline import SAMPLING
 from noiseunet.segmentation.train import SegmentationConfig
 from noiseunet.training import TrainConfig, train
-from noiseunet.training.components import saved_guidance
+from noiseunet.training.components import saved_sampling
 from noiseunet.training.config import (DEFAULT_WARMUP_STEPS, MANY_CONCEPTS_COOLDOWN, MANY_CONCEPTS_GUIDANCE,
-                                       MODEL_PRESETS, NEW_MODEL_LOGIT_MEAN)
+                                       MODEL_PRESETS, NEW_MODEL_LOGIT_MEAN, SHAPES_SAMPLER)
 
 
 @pytest.mark.parametrize("option, value, message", [
@@ -64,12 +64,12 @@ def test_sampling_defaults_live_in_one_place():
     parser = argparse.ArgumentParser()
     add_sampling_arguments(parser)
     args = parser.parse_args([])
-    # Guidance: None everywhere, the pipeline's own (NoiseUNetPipeline.guidance_scale, else SAMPLING's).
-    assert (args.scheduler, args.steps, args.guidance_scale, args.seed) == (
-        SAMPLING.scheduler, SAMPLING.steps, None, SAMPLING.seed)
+    # Sampler, steps and guidance: None everywhere, the pipeline's own (NoiseUNetPipeline.sampler and
+    # .guidance_scale, else SAMPLING's).
+    assert (args.scheduler, args.steps, args.guidance_scale, args.seed) == (None, None, None, SAMPLING.seed)
     defaults = {k: p.default for k, p in inspect.signature(evaluate).parameters.items()}
     assert (defaults["scheduler"], defaults["steps"], defaults["guidance_scale"], defaults["seed"]) == (
-        SAMPLING.scheduler, SAMPLING.steps, None, SAMPLING.seed)
+        None, None, None, SAMPLING.seed)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "small-patches", "base"])
@@ -215,17 +215,22 @@ def test_a_new_small_model_trains_noisier_timesteps_unless_told(tmp_path):
     assert tuned.timestep_density == ("logit_normal", 1.0)
 
 
-def test_a_new_model_for_folder_data_saves_a_stronger_guidance(tmp_path):
-    """Folder data's pipeline samples at MANY_CONCEPTS_GUIDANCE unless told; the shapes and sd15 keep the
-    package's; a fine-tune keeps whatever its --pretrained folder saved."""
-    assert saved_guidance(TrainConfig(data=str(tmp_path))) == MANY_CONCEPTS_GUIDANCE
-    for config in (TrainConfig(), TrainConfig(data="shapes"), TrainConfig(data=str(tmp_path), model="sd15")):
-        assert saved_guidance(config) is None
+def test_a_new_model_saves_the_sampling_its_data_measured_best(tmp_path):
+    """Folder data's pipeline samples at MANY_CONCEPTS_GUIDANCE with the package's sampler; the built-in shapes'
+    with the package's guidance and SHAPES_SAMPLER; sd15 of a folder with the package's both; a fine-tune keeps
+    whatever its --pretrained folder saved."""
+    assert saved_sampling(TrainConfig(data=str(tmp_path))) == (MANY_CONCEPTS_GUIDANCE, None)
+    for config in (TrainConfig(), TrainConfig(data="shapes"), TrainConfig(model="small")):
+        assert saved_sampling(config) == (None, SHAPES_SAMPLER)
+    assert saved_sampling(TrainConfig(data=str(tmp_path), model="sd15")) == (None, None)
     base = tmp_path / "base"
     base.mkdir()
-    assert saved_guidance(TrainConfig(data=str(tmp_path), pretrained=str(base))) is None  # no model_index.json
-    (base / "model_index.json").write_text(json.dumps({"_class_name": "NoiseUNetPipeline", "default_guidance_scale": 6.5}))
-    assert saved_guidance(TrainConfig(data=str(tmp_path), pretrained=str(base))) == 6.5
+    tuned = TrainConfig(data=str(tmp_path), pretrained=str(base))
+    assert saved_sampling(tuned) == (None, None)  # no model_index.json
+    (base / "model_index.json").write_text(json.dumps({"_class_name": "NoiseUNetPipeline", "default_guidance_scale": 6.5,
+                                                       "default_scheduler": "euler_a", "default_steps": 30}))
+    assert saved_sampling(tuned) == (6.5, ("euler_a", 30))
+    assert saved_sampling(TrainConfig(pretrained=str(base))) == (6.5, ("euler_a", 30))  # not the shapes' own
     (base / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
-    assert saved_guidance(TrainConfig(data=str(tmp_path), pretrained=str(base))) is None
+    assert saved_sampling(tuned) == (None, None)
 

@@ -27,6 +27,30 @@ def test_every_scheduler_samples(pixel_pipe, name):
     assert type(pixel_pipe.scheduler) is SCHEDULERS[name]
 
 
+def test_ddim_steps_with_the_noise_of_its_clipped_x0(pixel_pipe):
+    """In pixel space DDIM clips x_0 to [-1, 1]; the pipeline steps with the noise that clipped x_0 implies, as
+    diffusers' DDIMPipeline does with use_clipped_model_output=True, not with the unclipped prediction."""
+    pipe = use_scheduler(pixel_pipe, "ddim")
+    pipe.scheduler.register_to_config(prediction_type="v_prediction")
+    guidance, prompts = 6.0, PROMPTS[:1]
+    images = pipe(prompts, num_inference_steps=4, guidance_scale=guidance, generator=torch.Generator().manual_seed(0),
+                  output_type="pt").images
+
+    def by_hand(clipped: bool) -> torch.Tensor:  # the sampling loop written out
+        with torch.no_grad():
+            context = torch.cat([pipe.encode([""]), pipe.encode(prompts)])
+            x = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(0))
+            pipe.scheduler.set_timesteps(4)
+            for t in pipe.scheduler.timesteps:
+                uncond, cond = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=context).sample.chunk(2)
+                x = pipe.scheduler.step(uncond + guidance * (cond - uncond), t, x,
+                                        use_clipped_model_output=clipped).prev_sample
+        return (x / 2 + 0.5).clamp(0, 1)
+
+    torch.testing.assert_close(images, by_hand(clipped=True), atol=1e-5, rtol=0)
+    assert (images - by_hand(clipped=False)).abs().max() > 1e-3  # the clipping mattered here
+
+
 def test_unknown_scheduler_is_a_clear_error(pixel_pipe):
     with pytest.raises(ValueError, match="unknown scheduler 'heun'"):
         use_scheduler(pixel_pipe, "heun")
@@ -116,6 +140,24 @@ def test_the_saved_guidance_is_the_default_and_a_given_one_replaces_it(pixel_pip
     assert loaded.guidance_scale == 7.0 and loaded.config.default_guidance_scale == 7.0
     np.testing.assert_allclose(run(loaded), run(pixel_pipe, guidance_scale=7.0), atol=1e-6)
     assert np.abs(run(loaded) - run(loaded, guidance_scale=2.0)).max() > 1e-3
+
+
+def test_the_saved_sampler_is_the_default_and_a_given_one_replaces_it(pixel_pipe, tmp_path):
+    """default_scheduler and default_steps travel in model_index.json: use_scheduler(pipe) and a call without
+    steps take them; without them, SAMPLING's scheduler, and diffusers' 50 steps for a direct call."""
+    assert pixel_pipe.sampler == (SAMPLING.scheduler, SAMPLING.steps)
+    assert type(use_scheduler(pixel_pipe).scheduler) is SCHEDULERS[SAMPLING.scheduler]
+    NoiseUNetPipeline(**pixel_pipe.components, default_scheduler="euler_a", default_steps=7).save_pretrained(tmp_path)
+    loaded = NoiseUNetPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.sampler == ("euler_a", 7)
+    assert type(use_scheduler(loaded).scheduler) is SCHEDULERS["euler_a"]
+    np.testing.assert_allclose(run(loaded, num_inference_steps=None), run(loaded, num_inference_steps=7), atol=1e-6)
+    assert len(loaded.scheduler.timesteps) == 7
+    run(pixel_pipe, num_inference_steps=None)
+    assert len(pixel_pipe.scheduler.timesteps) == 50
+    with pytest.raises(ValueError, match="default_scheduler must be one of .*got 'heun'"):
+        NoiseUNetPipeline(**pixel_pipe.components, default_scheduler="heun")
 
 
 def test_latent_folder_loads_in_stable_diffusion_pipeline(text_encoder, tokenizer, vae, tmp_path):

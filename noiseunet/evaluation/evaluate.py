@@ -41,8 +41,8 @@ def _scores(verdicts: list[dict[str, bool]], prompts: int) -> dict:
 def evaluate(
     pipeline_dir: str | Path,
     images_per_prompt: int = 4,
-    scheduler: str = SAMPLING.scheduler,
-    steps: int = SAMPLING.steps,
+    scheduler: str | None = None,
+    steps: int | None = None,
     guidance_scale: float | None = None,
     seed: int = SAMPLING.seed,
     batch_size: int = 128,
@@ -54,8 +54,9 @@ def evaluate(
     families: Sequence[str] | None = None,
 ) -> dict:
     """Scores as {"tasks": {family: {"seen": {...}, "held_out": {...}}}, "seen": {...}, "held_out": {...},
-    "settings": {...}} for ``families`` (default: every one), guided by ``guidance_scale`` (default: the
-    pipeline's own, ``NoiseUNetPipeline.guidance_scale``); with ``write``, also ``evaluation.json`` and
+    "settings": {...}} for ``families`` (default: every one), sampled by ``scheduler`` in ``steps`` and guided by
+    ``guidance_scale`` (each by default the pipeline's own: ``NoiseUNetPipeline.sampler``, ``.guidance_scale``);
+    with ``write``, also ``evaluation.json`` and
     ``evaluation.png`` (a titled block per family, each image framed green if the whole prompt is right)."""
     families = list(families or FAMILIES)
     unknown = [name for name in families if name not in FAMILIES]
@@ -64,6 +65,8 @@ def evaluate(
     pipeline_dir = Path(pipeline_dir)
     pipe = pipe or load_pipeline(pipeline_dir, allow_pickle, device)
     use_scheduler(pipe, scheduler)
+    scheduler = scheduler or pipe.sampler[0]
+    steps = pipe.sampler[1] if steps is None else steps
     pipe.set_progress_bar_config(disable=True)
     guidance_scale = pipe.guidance_scale if guidance_scale is None else guidance_scale
     started = time.perf_counter()

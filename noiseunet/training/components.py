@@ -16,7 +16,7 @@ from ..files import from_pretrained, has_subfolder, replacing_folder_entries
 from ..model import NoiseUNet
 from ..model.patches import PatchAutoencoder, latents_are_pixels
 from ..text import build_text_encoder, load_text_encoder, train_tokenizer
-from .config import MANY_CONCEPTS_GUIDANCE, TrainConfig
+from .config import MANY_CONCEPTS_GUIDANCE, SHAPES_SAMPLER, TrainConfig
 from .lora import add_lora
 
 TOKENIZER_CORPUS = 100_000  # captions read to train a tokenizer
@@ -32,6 +32,7 @@ class Components:
     train_text_encoder: bool
     lora: bool = False  # the UNet trains LoRA adapters only
     guidance_scale: float | None = None  # saved with the pipeline, which samples with it unless told
+    sampler: tuple[str, int] | None = None  # (scheduler, steps), saved likewise
 
 
 def build_components(config: TrainConfig, batches: BatchSource) -> Components:
@@ -53,19 +54,24 @@ def build_components(config: TrainConfig, batches: BatchSource) -> Components:
     text_encoder.requires_grad_(train_text)
     if config.lora_rank:
         add_lora(unet, config, text_encoder if train_text else None)
+    guidance, sampler = saved_sampling(config)
     return Components(tokenizer, text_encoder, vae, unet, noise_schedule(config, vae), train_text, bool(config.lora_rank),
-                      saved_guidance(config))
+                      guidance, sampler)
 
 
-def saved_guidance(config: TrainConfig) -> float | None:
-    """The guidance the run's pipeline saves: --pretrained's own (``default_guidance_scale`` in its
-    model_index.json, if it has one), else ``MANY_CONCEPTS_GUIDANCE`` for a new model of many concepts
-    (``TrainConfig.many_concepts``), else none (the package's)."""
+def saved_sampling(config: TrainConfig) -> tuple[float | None, tuple[str, int] | None]:
+    """(guidance, (scheduler, steps)) the run's pipeline saves: --pretrained's own (``default_guidance_scale``,
+    ``default_scheduler`` and ``default_steps`` in its model_index.json, where it has them); for a new model
+    ``MANY_CONCEPTS_GUIDANCE`` for data of many concepts (``TrainConfig.many_concepts``) and ``SHAPES_SAMPLER``
+    for the built-in shapes; None where the package's (``SAMPLING``) serve."""
     if not config.pretrained:
-        return MANY_CONCEPTS_GUIDANCE if config.many_concepts else None
+        shapes = config.data in (None, "shapes")
+        return MANY_CONCEPTS_GUIDANCE if config.many_concepts else None, SHAPES_SAMPLER if shapes else None
     if Path(config.pretrained).is_dir() and not (Path(config.pretrained) / "model_index.json").exists():
-        return None
-    return DiffusionPipeline.load_config(config.pretrained).get("default_guidance_scale")
+        return None, None
+    saved = DiffusionPipeline.load_config(config.pretrained)
+    sampler = saved.get("default_scheduler"), saved.get("default_steps")
+    return saved.get("default_guidance_scale"), sampler if all(sampler) else None
 
 
 def text_model(config: TrainConfig, batches: BatchSource) -> tuple[CLIPTokenizer, CLIPTextModel, bool]:

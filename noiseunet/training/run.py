@@ -33,7 +33,7 @@ from .components import Components, build_components, unet_input_size
 from .config import REFERENCE_BATCH, TrainConfig
 from .ema import ImageCountedEMA
 from .lora import save_lora
-from .validation import ema_weights, trained_parameters, validation_grid
+from .validation import ema_weights, saved_sampling, trained_parameters, validation_grid
 
 
 @dataclass
@@ -266,8 +266,7 @@ def finish_run(run: TrainingRun, stopped_by: int | None) -> Path:
             else:
                 with replacing_folder_entries(output, last="model_index.json") as staging:
                     NoiseUNetPipeline(unet=unet, text_encoder=text_encoder, tokenizer=parts.tokenizer,
-                                      scheduler=parts.scheduler, vae=parts.vae,
-                                      default_guidance_scale=parts.guidance_scale).save_pretrained(
+                                      scheduler=parts.scheduler, vae=parts.vae, **saved_sampling(parts)).save_pretrained(
                                           staging, safe_serialization=True)
         run.validate()
         summary = {"steps": run.step, "images_seen": run.images_seen, "minutes": minutes,

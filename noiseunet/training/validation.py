@@ -15,6 +15,12 @@ from ..pipeline import SAMPLING, NoiseUNetPipeline, generate, use_scheduler
 from .components import Components
 
 
+def saved_sampling(parts: Components) -> dict:
+    """The ``NoiseUNetPipeline`` arguments that save the run's sampling defaults in model_index.json."""
+    scheduler, steps = parts.sampler or (None, None)
+    return dict(default_guidance_scale=parts.guidance_scale, default_scheduler=scheduler, default_steps=steps)
+
+
 def trained_parameters(unet: nn.Module, text_encoder: nn.Module) -> list[nn.Parameter]:
     """The parameters the optimizer and the EMA hold: those that require gradients (all of the UNet, or only
     its LoRA adapters; the text encoder's when it trains)."""
@@ -41,14 +47,14 @@ def ema_weights(accelerator: Accelerator, parts: Components, unet: nn.Module, te
 def validation_grid(accelerator: Accelerator, parts: Components, unet: nn.Module, text_encoder: nn.Module,
                     ema: EMAModel, output: Path, step: int, prompts: list[str],
                     images_per_prompt: int = 4) -> Image.Image:
-    """samples/step-N.png: a grid of the validation prompts (a row each) with the package's sampling settings
-    and the guidance the run saves with its pipeline."""
+    """samples/step-N.png: a grid of the validation prompts (a row each) with the sampler, steps and guidance
+    the run saves with its pipeline."""
     with ema_weights(accelerator, parts, unet, text_encoder, ema) as (eval_unet, eval_text_encoder):
         pipe = NoiseUNetPipeline(unet=eval_unet, text_encoder=eval_text_encoder, tokenizer=parts.tokenizer,
-                                 scheduler=parts.scheduler, vae=parts.vae, default_guidance_scale=parts.guidance_scale)
-        use_scheduler(pipe, SAMPLING.scheduler)
+                                 scheduler=parts.scheduler, vae=parts.vae, **saved_sampling(parts))
+        use_scheduler(pipe)
         pipe.set_progress_bar_config(disable=True)
-        rows = generate(pipe, prompts, images_per_prompt, SAMPLING.seed, num_inference_steps=SAMPLING.steps,
+        rows = generate(pipe, prompts, images_per_prompt, SAMPLING.seed, num_inference_steps=pipe.sampler[1],
                         precision=accelerator.mixed_precision)
     grid = image_grid(rows, prompts, title=f"step {step}")
     save_image(grid, output / "samples" / f"step-{step}.png")
