@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 
 from noiseunet import NoiseUNet, NoiseUNetPipeline
 from noiseunet.data.export import save_shapes_folder
+from noiseunet.pipeline import SAMPLING
 from noiseunet.training import TrainConfig, train
-from noiseunet.training.config import MANY_CONCEPTS_GUIDANCE
+from noiseunet.training.config import MANY_CONCEPTS_GUIDANCE, SHAPES_SAMPLER
 from noiseunet.training.diffusion import diffusion_loss, draw_noise
 
 TINY_UNET = dict(block_out_channels=(32, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -98,6 +99,7 @@ def test_training_on_a_folder_learns_and_writes_every_output(tmp_path):
     pipe = NoiseUNetPipeline.from_pretrained(output)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.guidance_scale == MANY_CONCEPTS_GUIDANCE  # folder data's guidance, saved in model_index.json
+    assert pipe.sampler == (SAMPLING.scheduler, SAMPLING.steps)  # and the package's sampler
     assert type(pipe.text_encoder).__name__ == "BidirectionalCLIPTextModel"  # and its text encoder
     images = pipe("a red circle on the left", num_inference_steps=3, output_type="np").images
     assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
@@ -124,7 +126,9 @@ def test_v_prediction_run_saves_its_prediction_type_and_samplers_start_from_pure
 
     output = train(tiny_config(tmp_path / "run", prediction_type="v_prediction", offset_noise=0.1, max_steps=2))
     assert json.loads((output / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
-    sampler = use_scheduler(NoiseUNetPipeline.from_pretrained(output), "dpm++").scheduler
+    pipe = NoiseUNetPipeline.from_pretrained(output)
+    assert pipe.sampler == SHAPES_SAMPLER  # the built-in shapes' sampler, saved in model_index.json
+    sampler = use_scheduler(pipe, "dpm++").scheduler
     sampler.set_timesteps(20)
     assert sampler.timesteps[0] == 999 and sampler.timesteps[-1] == 49
 
