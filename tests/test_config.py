@@ -227,8 +227,9 @@ def test_a_new_model_saves_the_sampling_its_data_measured_best(tmp_path):
     base.mkdir()
     tuned = TrainConfig(data=str(tmp_path), pretrained=str(base))
     assert saved_sampling(tuned) == (None, None)  # no model_index.json
-    (base / "model_index.json").write_text(json.dumps({"_class_name": "NoiseUNetPipeline", "default_guidance_scale": 6.5,
-                                                       "default_scheduler": "euler_a", "default_steps": 30}))
+    saved = {"_class_name": "NoiseUNetPipeline", "default_guidance_scale": 6.5, "default_scheduler": "euler_a",
+             "default_steps": 30}
+    (base / "model_index.json").write_text(json.dumps(saved))
     assert saved_sampling(tuned) == (6.5, ("euler_a", 30))
     assert saved_sampling(TrainConfig(pretrained=str(base))) == (6.5, ("euler_a", 30))  # not the shapes' own
     (base / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))

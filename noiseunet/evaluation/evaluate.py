@@ -54,10 +54,10 @@ def evaluate(
     families: Sequence[str] | None = None,
 ) -> dict:
     """Scores as {"tasks": {family: {"seen": {...}, "held_out": {...}}}, "seen": {...}, "held_out": {...},
-    "settings": {...}} for ``families`` (default: every one), sampled by ``scheduler`` in ``steps`` and guided by
-    ``guidance_scale`` (each by default the pipeline's own: ``NoiseUNetPipeline.sampler``, ``.guidance_scale``);
-    with ``write``, also ``evaluation.json`` and
-    ``evaluation.png`` (a titled block per family, each image framed green if the whole prompt is right)."""
+    "settings": {...}} for ``families`` (default: every one), sampled by ``scheduler`` in ``steps`` and guided
+    by ``guidance_scale`` (each by default the pipeline's own: ``NoiseUNetPipeline.sampler``,
+    ``.guidance_scale``); with ``write``, also ``evaluation.json`` and ``evaluation.png`` (a titled block per
+    family, each image framed green if the whole prompt is right)."""
     families = list(families or FAMILIES)
     unknown = [name for name in families if name not in FAMILIES]
     if unknown:

@@ -97,17 +97,17 @@ def scaled_learning_rate(batch: int) -> float:
 # encoder (today's preset) 8 is still the best: 19.2%, 19.9%, 18.5% at 5, 8, 12. The built-in shapes keep
 # SAMPLING's 3, their best.
 MANY_CONCEPTS_GUIDANCE = 8.0
+MANY_CONCEPTS_COOLDOWN = 0.3  # TrainConfig.cooldown
 
 # The sampler and steps a new model of the built-in shapes saves with its pipeline (``NoiseUNetPipeline.sampler``),
 # which the main job evaluates with. DDPM's reverse process draws fresh noise at every step, which corrects what
 # a briefly trained model gets wrong at the low noise levels it rarely trains on (logit-normal timesteps): with
 # 20 deterministic DPM-Solver++ steps its squares kept ragged, rounded corners and were read as circles. The
-# main job's models of session 14, 4 images per prompt (AVX2 EPYC; README, "Prompt adherence"): single
+# main job's models of 2026-11-28, 4 images per prompt (AVX2 EPYC; README, "Prompt adherence"): single
 # objects after 5 minutes 94.4% / 88.9% against 86.1% / 77.8%, after 10 minutes 93.9% / 97.2% against 91.7% /
 # 91.7%; the families' mean after 30 minutes 71.2% / 64.6% against 65.3% / 62.0% (at 10 minutes 40.0% / 29.2%
 # against 45.5% / 33.0%). Folders and datasets keep SAMPLING's 20 DPM-Solver++ steps, as measured on emoji.
 SHAPES_SAMPLER: tuple[str, int] = ("ddpm", 50)
-MANY_CONCEPTS_COOLDOWN = 0.3  # TrainConfig.cooldown
 
 # Kept for scripts that build the trainer's shapes UNet (scripts/bench.py).
 SHAPES_PRESET: ModelPreset = MODEL_PRESETS["small-patches"]

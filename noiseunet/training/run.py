@@ -33,7 +33,7 @@ from .components import Components, build_components, unet_input_size
 from .config import REFERENCE_BATCH, TrainConfig
 from .ema import ImageCountedEMA
 from .lora import save_lora
-from .validation import ema_weights, saved_sampling, trained_parameters, validation_grid
+from .validation import ema_weights, pipeline_defaults, trained_parameters, validation_grid
 
 
 @dataclass
@@ -265,9 +265,9 @@ def finish_run(run: TrainingRun, stopped_by: int | None) -> Path:
                           kohya=run.config.lora_format == "kohya")
             else:
                 with replacing_folder_entries(output, last="model_index.json") as staging:
-                    NoiseUNetPipeline(unet=unet, text_encoder=text_encoder, tokenizer=parts.tokenizer,
-                                      scheduler=parts.scheduler, vae=parts.vae, **saved_sampling(parts)).save_pretrained(
-                                          staging, safe_serialization=True)
+                    pipe = NoiseUNetPipeline(unet=unet, text_encoder=text_encoder, tokenizer=parts.tokenizer,
+                                             scheduler=parts.scheduler, vae=parts.vae, **pipeline_defaults(parts))
+                    pipe.save_pretrained(staging, safe_serialization=True)
         run.validate()
         summary = {"steps": run.step, "images_seen": run.images_seen, "minutes": minutes,
                    "skipped_steps": int(run.skipped), "precision": accelerator.mixed_precision,

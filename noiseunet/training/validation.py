@@ -15,7 +15,7 @@ from ..pipeline import SAMPLING, NoiseUNetPipeline, generate, use_scheduler
 from .components import Components
 
 
-def saved_sampling(parts: Components) -> dict:
+def pipeline_defaults(parts: Components) -> dict:
     """The ``NoiseUNetPipeline`` arguments that save the run's sampling defaults in model_index.json."""
     scheduler, steps = parts.sampler or (None, None)
     return dict(default_guidance_scale=parts.guidance_scale, default_scheduler=scheduler, default_steps=steps)
@@ -51,7 +51,7 @@ def validation_grid(accelerator: Accelerator, parts: Components, unet: nn.Module
     the run saves with its pipeline."""
     with ema_weights(accelerator, parts, unet, text_encoder, ema) as (eval_unet, eval_text_encoder):
         pipe = NoiseUNetPipeline(unet=eval_unet, text_encoder=eval_text_encoder, tokenizer=parts.tokenizer,
-                                 scheduler=parts.scheduler, vae=parts.vae, **saved_sampling(parts))
+                                 scheduler=parts.scheduler, vae=parts.vae, **pipeline_defaults(parts))
         use_scheduler(pipe)
         pipe.set_progress_bar_config(disable=True)
         rows = generate(pipe, prompts, images_per_prompt, SAMPLING.seed, num_inference_steps=pipe.sampler[1],
