@@ -64,9 +64,9 @@ def evaluate(
         raise ValueError(f"unknown families {unknown}; the families are {', '.join(FAMILIES)}")
     pipeline_dir = Path(pipeline_dir)
     pipe = pipe or load_pipeline(pipeline_dir, allow_pickle, device)
-    use_scheduler(pipe, scheduler)
     scheduler = scheduler or pipe.sampler[0]
     steps = pipe.sampler[1] if steps is None else steps
+    use_scheduler(pipe, scheduler)
     pipe.set_progress_bar_config(disable=True)
     guidance_scale = pipe.guidance_scale if guidance_scale is None else guidance_scale
     started = time.perf_counter()
