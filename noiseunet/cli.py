@@ -104,7 +104,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       help="learning-rate warmup (default 100; 30 for a new small-patches model at the CPU's batch)")
     a("--lr-cooldown", type=float, default=defaults.lr_cooldown, help="the last this share of the run (of "
       "--max-steps or --max-minutes) the learning rate falls linearly to 0 (warmup-stable-decay; 0: constant; "
-      "default: 0.3 for a new model of a folder or dataset, else 0)")
+      "default: 0.3 for a new model, 0 for a --pretrained one)")
     a("--half-resolution-until", type=float, default=defaults.half_resolution_until, help="train the first this share "
       "of the run at half the resolution, where steps are ~2.3x faster, then at full (0: always full)")
     a("--ema-power", type=float, default=defaults.ema_power, help="EMA warmup: at batch 32 the decay is 1 - "

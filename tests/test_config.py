@@ -13,8 +13,8 @@ from noiseunet.pipeline import SAMPLING
 from noiseunet.segmentation.train import SegmentationConfig
 from noiseunet.training import TrainConfig, train
 from noiseunet.training.components import saved_sampling
-from noiseunet.training.config import (DEFAULT_WARMUP_STEPS, MANY_CONCEPTS_COOLDOWN, MANY_CONCEPTS_GUIDANCE,
-                                       MODEL_PRESETS, NEW_MODEL_LOGIT_MEAN, SHAPES_SAMPLER)
+from noiseunet.training.config import (DEFAULT_WARMUP_STEPS, MANY_CONCEPTS_GUIDANCE, MODEL_PRESETS,
+                                       NEW_MODEL_COOLDOWN, NEW_MODEL_LOGIT_MEAN, SHAPES_SAMPLER)
 
 
 @pytest.mark.parametrize("option, value, message", [
@@ -184,14 +184,14 @@ def test_a_new_text_encoder_for_folder_data_is_bidirectional_unless_told(tmp_pat
     assert TrainConfig(text_attention="bidirectional").bidirectional_text
 
 
-def test_a_budgeted_run_of_folder_data_cools_its_learning_rate_down_unless_told(tmp_path):
-    assert TrainConfig(data=str(tmp_path)).cooldown == MANY_CONCEPTS_COOLDOWN
-    assert TrainConfig(data=str(tmp_path), max_minutes=None, max_steps=100).cooldown == MANY_CONCEPTS_COOLDOWN
-    assert TrainConfig(data=str(tmp_path), max_minutes=None).cooldown == 0.0  # no end to cool down to
-    assert TrainConfig(data=str(tmp_path), lr_cooldown=0.0).cooldown == 0.0
+def test_a_budgeted_run_of_a_new_model_cools_its_learning_rate_down_unless_told(tmp_path):
+    for config in (TrainConfig(), TrainConfig(data="shapes"), TrainConfig(data=str(tmp_path)),
+                   TrainConfig(data=str(tmp_path), model="sd15"), TrainConfig(max_minutes=None, max_steps=100)):
+        assert config.cooldown == NEW_MODEL_COOLDOWN == 0.3
+    assert TrainConfig(max_minutes=None).cooldown == 0.0  # no end to cool down to
+    assert TrainConfig(data=str(tmp_path), pretrained=str(tmp_path)).cooldown == 0.0  # a fine-tune: constant
+    assert TrainConfig(lr_cooldown=0.0).cooldown == 0.0
     assert TrainConfig(lr_cooldown=0.5).cooldown == 0.5
-    for config in (TrainConfig(), TrainConfig(data="shapes"), TrainConfig(data=str(tmp_path), model="sd15")):
-        assert config.cooldown == 0.0
 
 
 def test_the_warmup_is_the_presets_for_a_new_model_at_the_cpus_batch_unless_told(tmp_path):

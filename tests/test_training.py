@@ -89,7 +89,7 @@ def test_training_on_a_folder_learns_and_writes_every_output(tmp_path):
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 61))
     assert all(r["images_per_second"] > 0 for r in records)
-    rates = [r["lr"] for r in records]  # folder data cools the rate down over the last 30% of the steps
+    rates = [r["lr"] for r in records]  # a new model cools the rate down over the last 30% of the steps
     assert rates[:40] == [2e-3] * 40 and rates[-1] == pytest.approx(0.0, abs=1e-12)
     assert all(later < earlier for earlier, later in zip(rates[42:], rates[43:]))
     losses = [r["loss"] for r in records]
@@ -138,7 +138,7 @@ def test_resumed_run_reaches_the_same_weights(tmp_path, cooldown):
     """Stop at step 3 and resume to step 6: bitwise the weights of an uninterrupted 6-step run (float32, CPU),
     also while the learning rate cools down over the last 3 steps."""
     train(tiny_config(tmp_path / "straight", max_steps=6, lr_cooldown=cooldown))
-    train(tiny_config(tmp_path / "resumed", max_steps=3))
+    train(tiny_config(tmp_path / "resumed", max_steps=3, lr_cooldown=0.0))  # the 6-step run's first half, at full rate
     train(tiny_config(tmp_path / "resumed", max_steps=6, resume="latest", lr_cooldown=cooldown))
     for folder in ("unet", "text_encoder"):
         name = "diffusion_pytorch_model.safetensors" if folder == "unet" else "model.safetensors"

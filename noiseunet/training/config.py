@@ -11,6 +11,8 @@ from ..options import check_choices, check_range, cli_name
 
 # Learning-rate warmup steps unless a new model's preset says (TrainConfig.for_device).
 DEFAULT_WARMUP_STEPS = 100
+# The share of a new model's budgeted run over which its learning rate falls to 0 (TrainConfig.cooldown).
+NEW_MODEL_COOLDOWN = 0.3
 # The logit-normal mean of a new model's training timesteps unless its preset says (TrainConfig.timestep_density).
 NEW_MODEL_LOGIT_MEAN = 1.8
 
@@ -97,7 +99,6 @@ def scaled_learning_rate(batch: int) -> float:
 # encoder (today's preset) 8 is still the best: 19.2%, 19.9%, 18.5% at 5, 8, 12. The built-in shapes keep
 # SAMPLING's 3, their best.
 MANY_CONCEPTS_GUIDANCE = 8.0
-MANY_CONCEPTS_COOLDOWN = 0.3  # TrainConfig.cooldown
 
 # The sampler and steps a new model of the built-in shapes saves with its pipeline (``NoiseUNetPipeline.sampler``),
 # which the main job evaluates with. DDPM's reverse process draws fresh noise at every step, which corrects what
@@ -358,21 +359,25 @@ class TrainConfig:
 
     @property
     def cooldown(self) -> float:
-        """The share of the run over which the learning rate falls to 0: --lr-cooldown, else 0.3 for data of many
-        concepts when the run has an end, else 0 (constant). On the emoji benchmark (729 concepts, 30 minutes)
-        0.3 raised top-1 retrieval from 19.9% to 25.5% (top-5 36.2% -> 44.9%): the EMA's short average (power
-        0.5, ~60 steps at the end) leaves the weights' noise in, and annealing the rate takes it out. On the
-        built-in shapes at 5 minutes it did worse (73.9% against 80.0% all-correct, the EMA averaging already),
-        so they keep a constant rate."""
+        """The share of the run over which the learning rate falls to 0: --lr-cooldown, else NEW_MODEL_COOLDOWN
+        for a new model when the run has an end, else 0 (constant: a fine-tune, as in diffusers' scripts, or a
+        run without an end). The EMA's short average (power 0.5, ~60 steps at the end of a 30-minute run) leaves
+        the weights' noise in; annealing the rate takes it out:
+        - the emoji benchmark (729 concepts, 30 minutes): top-1 retrieval 25.5% against 19.9% (top-5 44.9%
+          against 36.2%);
+        - the main job (AVX2 EPYC, float32): after 30 minutes the families' mean 80.2% / 65.2% against 71.2% /
+          64.6% (two objects 91.7% / 81.2% against 77.1% / 75.0%, colour binding 93.8% seen against 77.1%),
+          after 10 minutes 50.9% / 32.9% with single objects 95.0% / 97.2%; after 5 minutes it changed little
+          (single objects 92.8% / 94.4%; README, "Composition")."""
         if self.lr_cooldown is not None:
             return self.lr_cooldown
-        return MANY_CONCEPTS_COOLDOWN if self.many_concepts and self.has_end else 0.0
+        return NEW_MODEL_COOLDOWN if not self.pretrained and self.has_end else 0.0
 
     @property
     def many_concepts(self) -> bool:
         """A new model (not sd15's exact shape) of data other than the built-in shapes: a folder or a dataset,
-        many concepts and a wide vocabulary, which gets the pooled text, a bidirectional text encoder,
-        MANY_CONCEPTS_GUIDANCE and a learning-rate cooldown."""
+        many concepts and a wide vocabulary, which gets the pooled text, a bidirectional text encoder and
+        MANY_CONCEPTS_GUIDANCE."""
         return self.data not in (None, "shapes") and self.model != "sd15" and not self.pretrained
 
     def for_device(self, device: torch.device, processes: int = 1) -> "TrainConfig":
