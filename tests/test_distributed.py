@@ -35,7 +35,8 @@ def losses(run: Path) -> np.ndarray:
 
 def test_two_processes_at_batch_b_match_one_process_at_2b_and_resume(tmp_path):
     launch(tmp_path / "one", 1, 4, 6)
-    launch(tmp_path / "two", 2, 2, 3)  # stop at 3, then resume the 2-process checkpoint to 6
+    # The 6-step run's first half (at full rate: its cooldown starts later), then resume the 2-process checkpoint.
+    launch(tmp_path / "two", 2, 2, 3, "--lr-cooldown", "0")
     launch(tmp_path / "two", 2, 2, 6, "--resume", "latest")
 
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
