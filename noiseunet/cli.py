@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from .data.shapes import DEFAULT_MIXTURE, FAMILIES, SAMPLE_PROMPTS
+from .data.shapes import DEFAULT_MIXTURE, FAMILIES, LATER_MIXTURE, LATER_MIXTURE_FROM, SAMPLE_PROMPTS
 from .options import literal_choices
 from .pipeline import SAMPLING
 from .training.config import MANY_CONCEPTS_GUIDANCE, MODEL_PRESETS, SHAPES_SAMPLER, TrainConfig
@@ -35,7 +35,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--output", dest="output_dir", default=defaults.output_dir, help="where the pipeline folder is written")
     a("--mixture", nargs="+", type=family_share, default=None, metavar="FAMILY=SHARE",
       help="task families of the built-in shapes data and their shares, e.g. single=0.3 relative_position=0.2 "
-      "(families left out: 0; default: " + " ".join(f"{k}={v:g}" for k, v in DEFAULT_MIXTURE.items()) + ")")
+      "(families left out: 0; the whole run, where the default changes over it: "
+      + " ".join(f"{k}={v:g}" for k, v in DEFAULT_MIXTURE.items()) + f" for the first {LATER_MIXTURE_FROM:,} images, "
+      + " ".join(f"{k}={v:g}" for k, v in LATER_MIXTURE.items()) + " after)")
     a("--caption-column", default=defaults.caption_column)
     a("--image-column", default=defaults.image_column)
     a("--resolution", type=int, default=defaults.resolution)
@@ -233,8 +235,8 @@ def run_check_data(args: argparse.Namespace) -> None:
 
 
 def run_main(args: argparse.Namespace) -> None:
-    """Train on the built-in shapes (``DEFAULT_MIXTURE`` of the task families) for the budget, draw a grid of
-    prompts, evaluate adherence on every family."""
+    """Train on the built-in shapes (``DEFAULT_MIXTURE`` of the task families, then ``LATER_MIXTURE``) for the
+    budget, draw a grid of prompts, evaluate adherence on every family."""
     from .training import train
 
     output = train(train_config(args))

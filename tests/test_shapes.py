@@ -3,12 +3,15 @@
 import numpy as np
 import pytest
 
+from noiseunet.data import open_source
 from noiseunet.data.shapes import (
     BACKGROUND,
     COLOURS,
     DEFAULT_MIXTURE,
     FAMILIES,
     HELD_OUT,
+    LATER_MIXTURE,
+    LATER_MIXTURE_FROM,
     POSITIONS,
     SHAPES,
     ShapesDataset,
@@ -133,6 +136,27 @@ def test_families_and_default_mixture() -> None:
         assert FAMILIES["single"].split(split) == split_specs(split)
     assert set(DEFAULT_MIXTURE) == set(FAMILIES) and abs(sum(DEFAULT_MIXTURE.values()) - 1) < 1e-9
     assert DEFAULT_MIXTURE["single"] == max(DEFAULT_MIXTURE.values()) >= 0.5  # single objects stay learnable
+    assert set(LATER_MIXTURE) == set(FAMILIES) and abs(sum(LATER_MIXTURE.values()) - 1) < 1e-9
+    assert LATER_MIXTURE["single"] < DEFAULT_MIXTURE["single"]  # the other families get the later images
+
+
+def test_later_mixture_switches_at_its_index_and_changes_nothing_before() -> None:
+    """The default data is DEFAULT_MIXTURE until image LATER_MIXTURE_FROM, LATER_MIXTURE after; the images
+    before the switch are exactly those of DEFAULT_MIXTURE alone, so shorter runs train as before."""
+    start = 1000
+    first = ShapesDataset(seed=3, mixture={"single": 1})
+    staged = ShapesDataset(seed=3, mixture={"single": 1}, later=(start, {"single": 1, "counting": 3}))
+    assert all(_same(first[i], staged[i]) for i in range(start - 20, start))
+    families = [staged[i]["spec"].family for i in range(start, start + 800)]
+    assert abs(families.count("counting") / len(families) - 0.75) < 0.05
+    assert _same(staged[start + 5], ShapesDataset(seed=3, mixture={"single": 1, "counting": 3})[start + 5])
+    default = open_source(None)
+    assert default.mixture == DEFAULT_MIXTURE and default.later == (LATER_MIXTURE_FROM, LATER_MIXTURE)
+    assert open_source(None, mixture={"size": 1}).later is None  # --mixture holds for the whole run
+    with pytest.raises(ValueError, match="must be non-negative"):
+        ShapesDataset(later=(-1, {"single": 1}))
+    with pytest.raises(ValueError, match="--mixture needs"):
+        ShapesDataset(later=(10, {"colour": 1}))
 
 
 def test_mixture_draws_families_by_weight_and_only_training_prompts() -> None:

@@ -5,7 +5,7 @@ import os
 from torch.utils.data import Dataset
 
 from .captioned import METADATA_FILES, HFImageCaptions, ImageCaptionFolder
-from .shapes import DEFAULT_MIXTURE, ShapesDataset
+from .shapes import DEFAULT_MIXTURE, LATER_MIXTURE, LATER_MIXTURE_FROM, ShapesDataset
 
 
 def open_source(
@@ -17,11 +17,14 @@ def open_source(
     option: str = "--data",
     mixture: dict[str, float] | None = None,
 ) -> Dataset:
-    """``None``/"shapes" -> the built-in shapes data (its task families in ``mixture``, by default
-    ``DEFAULT_MIXTURE``); a folder with metadata -> ImageCaptionFolder; a ``save_to_disk`` folder or a hub
-    name -> HFImageCaptions. Errors name ``option``, the argument that gave ``data``."""
+    """``None``/"shapes" -> the built-in shapes data (its task families in ``mixture`` for the whole run, by
+    default ``DEFAULT_MIXTURE``, then ``LATER_MIXTURE`` from image ``LATER_MIXTURE_FROM`` on); a folder with
+    metadata -> ImageCaptionFolder; a ``save_to_disk`` folder or a hub name -> HFImageCaptions. Errors name ``option``, the argument that gave ``data``."""
     if data in (None, "shapes"):
-        return ShapesDataset(size=resolution, seed=seed, mixture=mixture or DEFAULT_MIXTURE)
+        if mixture:
+            return ShapesDataset(size=resolution, seed=seed, mixture=mixture)
+        return ShapesDataset(size=resolution, seed=seed, mixture=DEFAULT_MIXTURE,
+                             later=(LATER_MIXTURE_FROM, LATER_MIXTURE))
     if mixture:
         raise ValueError(f"--mixture sets the families of the built-in shapes data, not of {option} {data}")
     if os.path.isdir(data) and any(os.path.exists(os.path.join(data, name)) for name in METADATA_FILES):
