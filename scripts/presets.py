@@ -46,7 +46,7 @@ def images_per_second(name: str, steps: int, warmup: int) -> tuple[int, int, flo
     optimizer = torch.optim.AdamW(parameters, lr=1e-4)
     fixed = next(batches)
     x0 = fixed["pixel_values"]
-    if parts.vae is not None:  # small-patches: patches of pixels
+    if parts.vae is not None:  # small, small-patches: patches of pixels
         x0 = parts.vae.encode(x0).latent_dist.mode()
     precision = resolve_precision(config.mixed_precision)
 

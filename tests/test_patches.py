@@ -70,6 +70,7 @@ def test_patch_size_errors_name_the_option():
     with pytest.raises(ValueError, match="--resolution 33 is not a multiple of the patch size 2"):
         TrainConfig(resolution=33)  # the small preset's patches
     assert TrainConfig(resolution=33, patch_size=1).patches == 1 and TrainConfig().patches == 2
+    assert TrainConfig(model="small").patches == 2  # a folder's default preset draws 32 px at a 16 px model's price
     assert TrainConfig(model="base").patches == 1 and TrainConfig(vae="stabilityai/sd-vae-ft-mse").patches == 1
     with pytest.raises(ValueError, match="--patch-size 2 folds the pixels of a new model"):
         TrainConfig(patch_size=2, vae="stabilityai/sd-vae-ft-mse")
