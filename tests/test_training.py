@@ -207,13 +207,13 @@ def test_the_learning_rate_cools_down_linearly_over_the_last_share_of_the_steps(
 
 def test_the_first_share_of_the_run_trains_at_half_the_resolution(tmp_path):
     """--half-resolution-until 0.5 of 4 steps: the UNet sees 2x2 block averages of the batch (16 -> 8 px) in
-    steps 0 and 1, the full images from step 2 on, and the run still saves a 16 px pipeline. (Folder data:
-    single pixels; under the shapes' patches see tests/test_patches.py.)"""
+    steps 0 and 1, the full images from step 2 on, and the run still saves a 16 px pipeline. (Single pixels;
+    under patches, every preset's default now, see tests/test_patches.py.)"""
     from noiseunet.training.run import finish_run, start_run
     from noiseunet.training.step import train_step
 
     run = start_run(tiny_config(tmp_path / "run", data=str(shapes_folder(tmp_path / "data")), half_resolution_until=0.5,
-                                report_to="none"))
+                                patch_size=1, report_to="none"))
     sizes = []
     run.unet.register_forward_pre_hook(lambda module, args, kwargs: sizes.append(tuple(args[0].shape[-2:])),
                                        with_kwargs=True)
