@@ -19,7 +19,8 @@ def open_source(
 ) -> Dataset:
     """``None``/"shapes" -> the built-in shapes data (its task families in ``mixture`` for the whole run, by
     default ``DEFAULT_MIXTURE``, then ``LATER_MIXTURE`` from image ``LATER_MIXTURE_FROM`` on); a folder with
-    metadata -> ImageCaptionFolder; a ``save_to_disk`` folder or a hub name -> HFImageCaptions. Errors name ``option``, the argument that gave ``data``."""
+    metadata -> ImageCaptionFolder; a ``save_to_disk`` folder or a hub name -> HFImageCaptions. Errors name
+    ``option``, the argument that gave ``data``."""
     if data in (None, "shapes"):
         if mixture:
             return ShapesDataset(size=resolution, seed=seed, mixture=mixture)

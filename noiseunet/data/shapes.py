@@ -12,7 +12,6 @@ several objects (two objects, counting, colour binding, relative position) and o
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import operator
 from collections.abc import Mapping
@@ -177,11 +176,10 @@ class ShapesDataset(CaptionedSource):
         self.size, self.seed, self.split = size, seed, split
         self.mixture = mixture_shares(mixture or {"single": 1.0})
         self.later = None if later is None else (later[0], mixture_shares(later[1]))
-        stages = [(0, self.mixture)] + ([self.later] if self.later else [])
-        self.stage_starts = [start for start, _ in stages]
+        stages = [self.mixture] + ([self.later[1]] if self.later else [])
         # Per stage: each family's specs, and the cumulative shares (family k: u < bounds[k]).
         self.stages = [([FAMILIES[name].split(split) for name in shares],
-                        np.cumsum(list(shares.values())) / sum(shares.values())) for _, shares in stages]
+                        np.cumsum(list(shares.values())) / sum(shares.values())) for shares in stages]
 
     def __len__(self) -> int:
         return self.LENGTH
@@ -190,7 +188,7 @@ class ShapesDataset(CaptionedSource):
         index = operator.index(index)
         if not 0 <= index < self.LENGTH:
             raise IndexError(index)
-        family_specs, bounds = self.stages[bisect.bisect_right(self.stage_starts, index) - 1]
+        family_specs, bounds = self.stages[int(self.later is not None and index >= self.later[0])]
         family = 0
         if len(family_specs) > 1:
             u = np.random.default_rng([self.seed, index, 1]).random()
