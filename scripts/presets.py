@@ -2,7 +2,7 @@
 
 For each preset, the trainer's own components (UNet and the text encoder built from scratch, as
 ``noiseunet train --model NAME`` builds them) take timed training steps at the preset's typical input
-size: captions encoded, the diffusion loss, backward, gradient clipping and AdamW, under the precision
+size: captions encoded, the diffusion loss, backward, gradient clipping and fused AdamW, under the precision
 the trainer picks (bf16 autocast where the CPU has AVX-512-BF16 or AMX). Data loading is left out
 (on the CPU the whole loop ran at 0.93 of this step, README "Speed against diffusers").
 
@@ -43,7 +43,7 @@ def images_per_second(name: str, steps: int, warmup: int) -> tuple[int, int, flo
         parts = build_components(config, batches)
     unet, text_encoder = parts.unet.train(), parts.text_encoder.train()
     parameters = [*unet.parameters(), *text_encoder.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=1e-4)
+    optimizer = torch.optim.AdamW(parameters, lr=1e-4, fused=True)  # as the trainer builds it
     fixed = next(batches)
     x0 = fixed["pixel_values"]
     if parts.vae is not None:  # small, small-patches: patches of pixels
@@ -71,7 +71,7 @@ def images_per_second(name: str, steps: int, warmup: int) -> tuple[int, int, flo
 
 def table(rows: dict[str, tuple[int, int, float]], precision: str) -> str:
     lines = [f"Measured {date.today()} on {machine()}, {'float32' if precision == 'no' else precision}, "
-             "by `python scripts/presets.py` (training step: captions, loss, backward, AdamW; no data loading).",
+             "by `python scripts/presets.py` (training step: captions, loss, backward, fused AdamW; no data loading).",
              "", "| preset | UNet | text encoder | levels (widths) | input, batch | training img/s (CPU) | suits |",
              "|---|---|---|---|---|---|---|"]
     for name, (unet, text, rate) in rows.items():
