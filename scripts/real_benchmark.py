@@ -192,7 +192,12 @@ def score(generated: np.ndarray, captions: list[str], references: np.ndarray, tr
             **retrieval(judge, generated, captions, references, captions),
             "ceiling": retrieval(judge, training, training_captions, references, captions),
             "near_copy_threshold": threshold, "near_copies": near_copy_share(generated, training, threshold),
-            "distinct": distinctness(generated[picks], threshold)}
+            "distinct": _named_closest(distinctness(generated[picks], threshold), [captions[i] for i in picks])}
+
+
+def _named_closest(report: dict, captions: list[str]) -> dict:
+    """``distinctness``'s report with its closest pair named by the prompts' captions, not their indices."""
+    return {**report, "closest": [captions[i] for i in report["closest"]]}
 
 
 def measure(run: Path, train_folder: Path, references_folder: Path, judge: str = DEFAULT_JUDGE,
@@ -278,7 +283,12 @@ def format_row(row: dict) -> str:
     distinct = row["distinct"]
     return (f"| {row['budget']:g} min | {'`' + row['options'] + '`' if row.get('options') else 'defaults'} | {row['steps']} | {row['top1']:.2%} | {row['top5']:.2%} | "
             f"{row['top1'] / row['ceiling']['top1']:.0%} | {row['near_copies']:.1%} | "
-            f"{'yes' if distinct['distinct'] else 'no'} ({distinct['same_pairs']} same pairs) |")
+            f"{'yes (0 same pairs)' if distinct['distinct'] else _same_pairs(distinct)} |")
+
+
+def _same_pairs(distinct: dict) -> str:
+    pairs = distinct["same_pairs"]
+    return f"no ({pairs} same pair{'s' if pairs > 1 else ''}; closest: {' / '.join(distinct['closest'])})"
 
 
 def table(rows: list[dict], resolution: int) -> str:

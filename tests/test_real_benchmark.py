@@ -149,7 +149,7 @@ def test_measures_on_hand_made_images(cache, tmp_path):
     assert not one_picture["distinct"]["distinct"] and one_picture["distinct"]["same_pairs"] == 6
     assert rb.format_row({"budget": 10, "steps": 700, **one_picture}) == (
         f"| 10 min | defaults | 700 | {one_picture['top1']:.2%} | 100.00% | {one_picture['top1']:.0%} | "
-        f"{one_picture['near_copies']:.1%} | no (6 same pairs) |")
+        f"{one_picture['near_copies']:.1%} | no (6 same pairs; closest: {captions[0]} / {captions[1]}) |")
     assert rb.format_row({"budget": 10, "steps": 700, "options": "--text-width 256", **one_picture}).startswith(
         "| 10 min | `--text-width 256` | 700 |")
 
@@ -172,6 +172,7 @@ def test_distinctness_counts_pairs_closer_than_the_threshold():
     images[5] = images[3] + 0.01  # one prompt drew another's picture
     report = distinctness(images, 0.1)
     assert report["same_pairs"] == 1 and not report["distinct"] and report["min_distance"] == pytest.approx(0.01)
+    assert report["closest"] == [3, 5]
 
 
 def test_training_with_options_measures_a_run_built_with_them(cache, tmp_path):

@@ -125,8 +125,11 @@ def near_copy_share(generated: np.ndarray, training: np.ndarray, threshold: floa
 
 def distinctness(images: np.ndarray, threshold: float) -> dict:
     """Whether different prompts gave different pictures: the smallest pairwise distance between the images
-    (one per prompt, one seed) and the pairs closer than ``threshold``, which would count as copies of each
-    other. A model that ignores its prompt draws the same picture from the same noise."""
-    distances = _rms(images, images)[np.triu_indices(len(images), 1)]
-    same = int(np.sum(distances < threshold))
-    return {"prompts": len(images), "min_distance": float(distances.min()), "same_pairs": same, "distinct": same == 0}
+    (one per prompt, one seed), the pair at that distance (``closest``, indices into ``images``) and the pairs
+    closer than ``threshold``, which would count as copies of each other. A model that ignores its prompt
+    draws the same picture from the same noise."""
+    first, second = np.triu_indices(len(images), 1)
+    distances = _rms(images, images)[first, second]
+    same, nearest = int(np.sum(distances < threshold)), int(distances.argmin())
+    return {"prompts": len(images), "min_distance": float(distances[nearest]),
+            "closest": [int(first[nearest]), int(second[nearest])], "same_pairs": same, "distinct": same == 0}
