@@ -92,6 +92,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--prediction-type", default=defaults.prediction_type, choices=choices(TrainConfig, "prediction_type"))
     a("--snr-gamma", type=float, default=defaults.snr_gamma, help="min-SNR-gamma weighting, e.g. 5 (default and 0: off)")
     a("--offset-noise", type=float, default=defaults.offset_noise)
+    a("--grounding-loss", type=float, default=defaults.grounding_loss, help="weight of a loss that puts the "
+      "cross-attention of the words naming each object on its pixels (built-in shapes data only; 0: off)")
     a("--timestep-sampling", default=defaults.timestep_sampling, choices=choices(TrainConfig, "timestep_sampling"),
       help="uniform over the schedule, or SD3's densities that train its middle more (default: uniform with "
       "--pretrained, else logit_normal)")

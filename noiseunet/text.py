@@ -9,6 +9,7 @@ plug into diffusers pipelines unchanged.
 
 import re
 from collections import Counter
+from functools import lru_cache
 from typing import Iterable
 
 import torch
@@ -138,6 +139,16 @@ def load_text_encoder(name_or_path: str, allow_pickle: bool = False) -> tuple[CL
     model_class = BidirectionalCLIPTextModel if BidirectionalCLIPTextModel.__name__ in saved_as else CLIPTextModel
     text_encoder = from_pretrained(model_class, name_or_path, allow_pickle, subfolder=encoder_folder)
     return tokenizer, text_encoder
+
+
+@lru_cache(maxsize=4096)
+def word_token_positions(tokenizer: CLIPTokenizer, caption: str) -> tuple[tuple[int, ...], ...]:
+    """For each whitespace-separated word of ``caption``, its token positions in the ids ``encode_prompts``
+    gives the encoder (after the start token). CLIP's BPE never merges across words, so the words before
+    one tokenize alone as they do in the caption. Cached: the built-in data repeats a few thousand captions."""
+    words = caption.split()
+    ends = [len(tokenizer(" ".join(words[:k]), add_special_tokens=False).input_ids) for k in range(len(words) + 1)]
+    return tuple(tuple(range(1 + ends[k], 1 + ends[k + 1])) for k in range(len(words)))
 
 
 def encode_prompts(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompts: list[str]) -> torch.Tensor:

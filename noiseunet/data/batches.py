@@ -62,9 +62,9 @@ class MapBatches(SourceBatches):
 
     def __init__(self, source: CaptionedSource, batch_size: int, resolution: int, seed: int = 0, rank: int = 0,
                  world: int = 1, random_crop: bool = False, flip: bool = False, caption_dropout: float = 0.1,
-                 num_workers: int = 0, pin_memory: bool = False):
+                 num_workers: int = 0, pin_memory: bool = False, regions: bool = False):
         self.source, self.batch_size, self.resolution, self.rank, self.world = source, batch_size, resolution, rank, world
-        self.stream = TrainingStream(source, resolution, seed, random_crop, flip, caption_dropout)
+        self.stream = TrainingStream(source, resolution, seed, random_crop, flip, caption_dropout, regions)
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.taken, self._loader = 0, None
 

@@ -194,6 +194,10 @@ class TwoObjectsSpec(Scene):
         return f"a {self.first} and a {self.second}"
 
     @property
+    def things(self) -> tuple[tuple[str, str], ...]:
+        return (self.first.colour, self.first.shape), (self.second.colour, self.second.shape)
+
+    @property
     def held_out(self) -> bool:
         return frozenset((self.first, self.second)) in HELD_OUT_PAIRINGS
 
@@ -239,6 +243,10 @@ class CountSpec(Scene):
         return f"{NUMBERS[self.count - 1]} {self.thing}{'s' if self.count > 1 else ''}"
 
     @property
+    def things(self) -> tuple[tuple[str, str], ...]:
+        return ((self.thing.colour, self.thing.shape),)
+
+    @property
     def held_out(self) -> bool:
         return (self.count, self.thing.shape) in HELD_OUT_COUNTS
 
@@ -262,6 +270,10 @@ class RelationSpec(Scene):
     @property
     def caption(self) -> str:
         return f"a {self.first} {_PHRASES[self.relation]} a {self.second}"
+
+    @property
+    def things(self) -> tuple[tuple[str, str], ...]:
+        return (self.first.colour, self.first.shape), (self.second.colour, self.second.shape)
 
     @property
     def held_out(self) -> bool:
@@ -295,6 +307,10 @@ class SizeSpec(Scene):
         return f"a {self.size} {self.thing}"
 
     @property
+    def things(self) -> tuple[tuple[str, str], ...]:
+        return ((self.thing.colour, self.thing.shape),)
+
+    @property
     def held_out(self) -> bool:
         return (self.size, self.thing.shape) in HELD_OUT_SIZES
 
@@ -312,6 +328,10 @@ class PromptSpec(Protocol):
 
     @property
     def held_out(self) -> bool: ...
+
+    @property
+    def things(self) -> tuple[tuple[str, str], ...]:
+        """(colour, shape) of each distinct object the caption names, in its order (data/grounding.py)."""
 
     def render(self, size: int = 32, rng: np.random.Generator | None = None) -> tuple[Image.Image, np.ndarray]: ...
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from .grounding import object_regions, regions_as_trained
 from .transforms import augment, mentions_left_or_right
 
 ENDLESS = 10_000_000  # sources at least this long (the built-in shapes) are read in order, not shuffled
@@ -38,20 +39,28 @@ class StreamOrder:
 
 
 class TrainingStream(Dataset):
-    """Position -> {"pixel_values": (3, R, R) tensor in [-1, 1], "caption": str}."""
+    """Position -> {"pixel_values": (3, R, R) tensor in [-1, 1], "caption": str}; with ``regions``, also the
+    words and pixels of each object the caption names (``grounding.Region``), which only the built-in data's
+    items know (their ``spec``)."""
 
     def __init__(
         self, source: Dataset, resolution: int, seed: int = 0, random_crop: bool = False, flip: bool = True,
-        caption_dropout: float = 0.1,
+        caption_dropout: float = 0.1, regions: bool = False,
     ):
         self.source, self.resolution, self.seed, self.source_index = source, resolution, seed, StreamOrder(len(source), seed)
-        self.random_crop, self.flip, self.caption_dropout = random_crop, flip, caption_dropout
+        self.random_crop, self.flip, self.caption_dropout, self.regions = random_crop, flip, caption_dropout, regions
 
     def __getitem__(self, position: int) -> dict:
         index = self.source_index(position)
         item = self.source[index]
         example = training_example(item["image"], item["caption"], self.resolution, [self.seed, 1, position],
                                    self.random_crop, self.flip, self.caption_dropout)
+        if self.regions:
+            if "spec" not in item or item["image"].size != (self.resolution, self.resolution):
+                raise ValueError(f"item {index}: the grounding loss needs the built-in data's objects, rendered at "
+                                 f"--resolution {self.resolution}")
+            regions = object_regions(item["spec"], item["image"], item["mask"])
+            example["regions"] = regions_as_trained(regions, example["caption"], example["mirrored"])
         return {**example, "index": index}
 
 
@@ -70,11 +79,14 @@ def training_example(image, caption: str | list[str], resolution: int | tuple[in
 
 
 def collate(items: list[dict]) -> dict:
-    """A batch: pixels, captions, whether each was mirrored and, for map-style data, each item's index."""
+    """A batch: pixels, captions, whether each was mirrored and, for map-style data, each item's index (and
+    the objects' regions, for the grounding loss)."""
     batch = {"pixel_values": torch.stack([item["pixel_values"] for item in items]),
              "captions": [item["caption"] for item in items], "mirrored": [item["mirrored"] for item in items]}
     if all("index" in item for item in items):
         batch["indices"] = [item["index"] for item in items]
+    if "regions" in items[0]:
+        batch["regions"] = [item["regions"] for item in items]
     return batch
 
 

@@ -67,6 +67,10 @@ class ShapeSpec:
         return f"a {self.colour} {self.shape} {_PHRASES[self.position]}"
 
     @property
+    def things(self) -> tuple[tuple[str, str], ...]:
+        return ((self.colour, self.shape),)
+
+    @property
     def held_out(self) -> bool:
         return (self.colour, self.shape) in HELD_OUT
 

@@ -58,6 +58,7 @@ class RunLog:
             self._keep_records_up_to(initial_step)
         self.last_time, self.last_written, self.last_step = now, initial_step, initial_step
         self.losses, self.grad_norms, self.kept, self.lr = [], [], [], None
+        self.terms: dict[str, list[torch.Tensor]] = {}  # parts of the loss logged apart (grounding_loss)
         self.bar = tqdm(total=None if max_steps == math.inf else int(max_steps), initial=initial_step, unit="step",
                         desc="training", disable=not enabled, dynamic_ncols=True)
 
@@ -66,9 +67,10 @@ class RunLog:
         return time.perf_counter() - self.start
 
     def step(self, step: int, loss: torch.Tensor | None, lr: float, grad_norm: torch.Tensor | None = None,
-             finite: bool | torch.Tensor = True) -> None:
+             finite: bool | torch.Tensor = True, terms: dict[str, torch.Tensor] | None = None) -> None:
         """``loss``: this step's loss as a 0-d tensor; None, or ``finite`` False, for a step skipped for NaN/Inf.
-        ``finite`` may be a device tensor (a GPU's step decides on the device): it is read with the loss."""
+        ``finite`` may be a device tensor (a GPU's step decides on the device): it is read with the loss.
+        ``terms``: parts of the loss (0-d tensors, unweighted) that the record also averages, by name."""
         self.bar.update(step - self.last_step)
         self.last_step, self.lr = step, lr
         if loss is None:
@@ -78,6 +80,8 @@ class RunLog:
         self.losses.append(torch.where(kept, loss.detach().float(), 0.0))
         if grad_norm is not None:
             self.grad_norms.append(torch.where(kept, grad_norm.detach().float(), 0.0))
+        for name, value in (terms or {}).items():
+            self.terms.setdefault(name, []).append(torch.where(kept, value.detach().float(), 0.0))
         if step % self.every == 0:
             self._write(step)
 
@@ -90,8 +94,9 @@ class RunLog:
         record = {"step": step, "loss": mean(self.losses), "lr": self.lr,  # loss None: every step was skipped
                   "images_per_second": self.images_per_step * steps / max(now - self.last_time, 1e-9),
                   "grad_norm": mean(self.grad_norms), "skipped_steps": len(self.kept) - kept,
-                  "minutes": (now - self.start) / 60}
+                  "minutes": (now - self.start) / 60, **{name: mean(values) for name, values in self.terms.items()}}
         self.last_time, self.last_written, self.losses, self.grad_norms, self.kept = now, step, [], [], []
+        self.terms = {}
         postfix = {"loss": "skipped" if record["loss"] is None else f"{record['loss']:.4f}",
                    "img/s": f"{record['images_per_second']:.0f}"}
         if self.budget_s != math.inf:

@@ -1,11 +1,14 @@
 """One optimizer step of a TrainingRun: accumulate micro-batches, guard against NaN/Inf, update, EMA, log."""
 
+from contextlib import nullcontext
+
 import torch
 from accelerate import Accelerator
 
 from ..model.patches import PatchAutoencoder
-from ..text import encode_prompts
+from ..text import encode_prompts, word_token_positions
 from .diffusion import diffusion_loss, step_generators
+from .grounding import grounding_loss
 from .run import TrainingRun
 
 MAX_BAD_STEPS_IN_A_ROW = 5
@@ -19,7 +22,7 @@ def train_step(run: TrainingRun) -> None:
     ones (``step_generators``).
     """
     config, accelerator, parts = run.config, run.accelerator, run.parts
-    rank, losses, half = accelerator.process_index, [], run.at_half_resolution
+    rank, losses, grounding, half = accelerator.process_index, [], [], run.at_half_resolution
     for micro in range(config.gradient_accumulation_steps):
         batch = next(run.batches)
         generator = step_generators((config.seed, run.step, micro), rank * config.batch_size, len(batch["captions"]),
@@ -36,8 +39,9 @@ def train_step(run: TrainingRun) -> None:
             if context is None:
                 with torch.set_grad_enabled(parts.train_text_encoder):
                     context = encode_prompts(parts.tokenizer, run.text_encoder, batch["captions"])
-            loss = diffusion_loss(run.forward_unet, x0, context, parts.scheduler, generator, config.snr_gamma,
-                                  config.offset_noise, *config.timestep_density)
+            loss, grounded = training_loss(run, batch, x0, context, generator)
+            if grounded is not None:
+                grounding.append(grounded.detach())
             losses.append(loss.detach())
             accelerator.backward(loss)
             if accelerator.sync_gradients:
@@ -61,9 +65,26 @@ def train_step(run: TrainingRun) -> None:
         run.cool_down()  # the rate of the next step, from how far the run now is
     run.images_seen += run.images_per_step
     loss = torch.stack(losses).mean()
-    if accelerator.num_processes > 1:  # the whole global batch's loss, as one process would log it
+    terms = {"grounding_loss": torch.stack(grounding).mean()} if grounding else {}
+    if accelerator.num_processes > 1:  # the whole global batch's losses, as one process would log them
         loss = accelerator.reduce(loss, reduction="mean")
-    run.log.step(run.step, loss, run.optimizer.param_groups[0]["lr"], grad_norm, finite)
+        terms = {name: accelerator.reduce(value, reduction="mean") for name, value in terms.items()}
+    run.log.step(run.step, loss, run.optimizer.param_groups[0]["lr"], grad_norm, finite, terms)
+
+
+def training_loss(run: TrainingRun, batch: dict, x0: torch.Tensor, context: torch.Tensor,
+                  generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The micro-batch's diffusion loss, plus ``--grounding-loss`` times the grounding loss of the
+    cross-attention maps its forward pass recorded; and the grounding loss alone (None without it), for the log."""
+    config, maps = run.config, run.attention_maps
+    with maps.recording() if maps else nullcontext() as recorded:
+        loss = diffusion_loss(run.forward_unet, x0, context, run.parts.scheduler, generator, config.snr_gamma,
+                              config.offset_noise, *config.timestep_density)
+    if not maps:
+        return loss, None
+    positions = [word_token_positions(run.parts.tokenizer, caption) for caption in batch["captions"]]
+    grounded = grounding_loss(recorded, batch["regions"], positions)
+    return loss + config.grounding_loss * grounded, grounded
 
 
 def update_unless_bad(run: TrainingRun, finite: torch.Tensor) -> bool | torch.Tensor:
