@@ -56,9 +56,13 @@ class NoiseUNetAttnProcessor:
         q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
         q, k, v = (t.unflatten(-1, (attn.heads, -1)).transpose(1, 2) for t in (q, k, v))  # (B, heads, tokens, d)
         bias = None if attention_mask is None else attention_mask.to(q.dtype).unsqueeze(1)  # over heads, queries
-        out = attention(q, k, v, bias)
+        out = self.attend(q, k, v, bias)
         out = out.transpose(1, 2).flatten(2)
         return attn.to_out[1](attn.to_out[0](out))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """The attention itself over (B, heads, tokens, d); a subclass may also keep its probabilities."""
+        return attention(q, k, v, bias)
 
 
 class Attention(DiffusersAttention):

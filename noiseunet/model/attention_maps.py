@@ -23,19 +23,15 @@ class RecordingAttnProcessor(NoiseUNetAttnProcessor):
     def __init__(self) -> None:
         self.maps: list[torch.Tensor] | None = None
 
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if self.maps is None:
-            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask)
-        q, k, v = attn.to_q(hidden_states), attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
-        q, k, v = (t.unflatten(-1, (attn.heads, -1)).transpose(1, 2) for t in (q, k, v))  # (B, heads, tokens, d)
+            return super().attend(q, k, v, bias)
         scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
-        if attention_mask is not None:
-            scores = scores + attention_mask.to(scores.dtype).unsqueeze(1)
+        if bias is not None:
+            scores = scores + bias
         probabilities = scores.float().softmax(dim=-1)
         self.maps.append(probabilities.mean(dim=1))
-        out = (probabilities.to(v.dtype) @ v).transpose(1, 2).flatten(2)
-        return attn.to_out[1](attn.to_out[0](out))
+        return probabilities.to(v.dtype) @ v
 
 
 class CrossAttentionMaps:
