@@ -138,6 +138,7 @@ def test_families_and_default_mixture() -> None:
     assert DEFAULT_MIXTURE["single"] == max(DEFAULT_MIXTURE.values()) >= 0.5  # single objects stay learnable
     assert set(LATER_MIXTURE) == set(FAMILIES) and abs(sum(LATER_MIXTURE.values()) - 1) < 1e-9
     assert LATER_MIXTURE["single"] < DEFAULT_MIXTURE["single"]  # the other families get the later images
+    assert LATER_MIXTURE["relative_position"] == max(LATER_MIXTURE.values())  # relations need the most images
 
 
 def test_later_mixture_switches_at_its_index_and_changes_nothing_before() -> None:
