@@ -98,7 +98,8 @@ DEFAULT_MIXTURE: dict[str, float] = {"single": 0.6, "two_objects": 0.08, "counti
                                      "relative_position": 0.08, "size": 0.08}
 #: What it trains on from image LATER_MIXTURE_FROM on: by then single objects are learned (the main job's 10
 #: minutes, 48,928 images on an AVX2 CPU: 95.0% / 97.2%) and the other families need the images, relations
-#: most: they need about 200,000 (README, "Composition"). Half of them relations, a tenth each other family:
+#: most (alone, 128,000 relation images give 91.7% / 68.8%; README, "Relations in the main job"). Half of
+#: them relations, a tenth each other family:
 #: after 30 minutes on a bf16 CPU relations 58.3% / 21.9% against 27.1% / 12.5% with 14% each family and 30%
 #: single objects (the default until 2026-12-07), every other family >= 90% / >= 75%, and single objects
 #: still 93.9% / 97.2% after 10 minutes. From the start a mixture like it loses single objects (40%
