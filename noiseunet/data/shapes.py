@@ -97,16 +97,11 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (SINGLE, *COMPO
 DEFAULT_MIXTURE: dict[str, float] = {"single": 0.6, "two_objects": 0.08, "counting": 0.08, "colour_binding": 0.08,
                                      "relative_position": 0.08, "size": 0.08}
 #: What it trains on from image LATER_MIXTURE_FROM on: by then single objects are learned (the main job's 10
-#: minutes, 48,928 images on an AVX2 CPU: 95.0% / 97.2%) and the other families need the images, relations
-#: most (alone, 128,000 relation images give 91.7% / 68.8%; README, "Relations in the main job"). Half of
-#: them relations, a tenth each other family:
-#: after 30 minutes on a bf16 CPU relations 58.3% / 21.9% against 27.1% / 12.5% with 14% each family and 30%
-#: single objects (the default until 2026-12-07), every other family >= 90% / >= 75%, and single objects
-#: still 93.9% / 97.2% after 10 minutes. From the start a mixture like it loses single objects (40%
-#: relations: 67.8% / 69.4% after 10 minutes). 70% relations after the switch leave them about where they are
-#: (64.6% / 18.8%): from scratch 80% break the tie within 5000 steps, after the first phase they do not (README,
-#: "What holds the tie").
-#: Counted in images, so a GPU's batch of 512 switches after ~100 steps.
+#: minutes) and the other families need the images, relations most, so half of them are relations. After 30
+#: minutes on a bf16 CPU every family but relations is >= 90% / >= 75% and relations reach 58.3% / 21.9%
+#: (27.1% / 12.5% with the 14% of the default until 2026-12-07); more relations (70%) do not lift them, because
+#: the first phase holds them (README, "What holds the tie"). Counted in images, so a GPU's batch of 512
+#: switches after ~100 steps.
 LATER_MIXTURE: dict[str, float] = {"single": 0.1, "two_objects": 0.1, "counting": 0.1, "colour_binding": 0.1,
                                    "relative_position": 0.5, "size": 0.1}
 LATER_MIXTURE_FROM = 50_000
