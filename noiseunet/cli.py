@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from .data.shapes import DEFAULT_MIXTURE, FAMILIES, LATER_MIXTURE, LATER_MIXTURE_FROM, SAMPLE_PROMPTS
+from .data.shapes import DEFAULT_MIXTURE, FAMILIES, LATER_MIXTURE, LATER_MIXTURE_FROM, RELATIONS_FIRST, SAMPLE_PROMPTS
 from .options import literal_choices
 from .pipeline import SAMPLING
 from .training.config import MANY_CONCEPTS_GUIDANCE, MODEL_PRESETS, SHAPES_SAMPLER, TrainConfig
@@ -27,6 +27,11 @@ def family_share(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected FAMILY=SHARE, e.g. single=0.5; got {text!r}") from None
 
 
+def shares_text(mixture: dict[str, float]) -> str:
+    """A mixture as --mixture takes it: ``single=0.6 two_objects=0.08 ...``."""
+    return " ".join(f"{name}={share:g}" for name, share in mixture.items())
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     a = parser.add_argument
@@ -36,8 +41,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--mixture", nargs="+", type=family_share, default=None, metavar="FAMILY=SHARE",
       help="task families of the built-in shapes data and their shares, e.g. single=0.3 relative_position=0.2 "
       "(families left out: 0; the whole run, where the default changes over it: "
-      + " ".join(f"{k}={v:g}" for k, v in DEFAULT_MIXTURE.items()) + f" for the first {LATER_MIXTURE_FROM:,} images, "
-      + " ".join(f"{k}={v:g}" for k, v in LATER_MIXTURE.items()) + " after)")
+      + shares_text(DEFAULT_MIXTURE) + f" for the first {LATER_MIXTURE_FROM:,} images, "
+      + shares_text(LATER_MIXTURE) + " after; `main` over 10 minutes trains on "
+      "relations first: --relations-first)")
     a("--caption-column", default=defaults.caption_column)
     a("--image-column", default=defaults.image_column)
     a("--resolution", type=int, default=defaults.resolution)
@@ -237,11 +243,19 @@ def run_check_data(args: argparse.Namespace) -> None:
 
 
 def run_main(args: argparse.Namespace) -> None:
-    """Train on the built-in shapes (``DEFAULT_MIXTURE`` of the task families, then ``LATER_MIXTURE``) for the
-    budget, draw a grid of prompts, evaluate adherence on every family."""
+    """Train on the built-in shapes (``DEFAULT_MIXTURE`` of the task families, then ``LATER_MIXTURE``; a budget
+    over 10 minutes first spends the rest on ``RELATIONS_FIRST``, training/curriculum.py), draw a grid of
+    prompts, evaluate adherence on every family."""
     from .training import train
+    from .training.curriculum import relations_first_minutes, relations_run, run_after_relations
 
-    output = train(train_config(args))
+    config = train_config(args)
+    minutes = relations_first_minutes(config, args.relations_first)
+    if minutes:
+        print(f"relations first: {minutes:g} of the {config.max_minutes:g} minutes on {shares_text(RELATIONS_FIRST)}, "
+              "then the main job's mixtures")
+        config = run_after_relations(config, train(relations_run(config, minutes)), minutes)
+    output = train(config)
     sampling = {"scheduler": None, "steps": None, "guidance_scale": None,  # the model's own
                 "seed": SAMPLING.seed, "allow_pickle": False, "device": None, "precision": "auto"}
     run_sample(argparse.Namespace(dir=output, prompts=list(SAMPLE_PROMPTS), num_images=6, negative_prompt=None,
@@ -347,6 +361,10 @@ def main(argv: list[str] | None = None) -> None:
     main_parser = commands.add_parser("main", help="train on the built-in shapes, sample a grid, evaluate")
     add_train_arguments(main_parser)
     main_parser.add_argument("--images-per-prompt", type=int, default=4)
+    main_parser.add_argument("--relations-first", type=float, default=None, metavar="MINUTES",
+                             help="train a new model this many minutes of --max-minutes on relation prompts first "
+                             "(written to OUTPUT/relations-first), then the rest on the main job's mixtures "
+                             "(default: all but the last 10 minutes of a budget in minutes; 0: off)")
     main_parser.set_defaults(run=run_main, output_dir="runs/main")
 
     add_segment_commands(commands)

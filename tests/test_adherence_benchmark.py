@@ -10,10 +10,15 @@ import adherence_benchmark as ab
 from noiseunet.data.shapes import FAMILIES
 
 
-def fake_run(folder: Path, steps: int, score: float) -> None:
-    """What `noiseunet main` leaves behind, with every family at ``score`` seen and half of it held out."""
+def fake_run(folder: Path, steps: int, score: float, relations_first_steps: int = 0) -> None:
+    """What `noiseunet main` leaves behind, with every family at ``score`` seen and half of it held out (and
+    the summary of its relations run, which a budget over 10 minutes trains first)."""
     folder.mkdir(parents=True)
     (folder / "train_summary.json").write_text(json.dumps({"steps": steps, "images_seen": 32 * steps}))
+    if relations_first_steps:
+        (folder / "relations-first").mkdir()
+        (folder / "relations-first" / "train_summary.json").write_text(json.dumps(
+            {"steps": relations_first_steps, "images_seen": 32 * relations_first_steps}))
     tasks = {name: {"seen": {"all_correct": score}, "held_out": {"all_correct": score / 2}} for name in FAMILIES}
     (folder / "evaluation.json").write_text(json.dumps({
         "tasks": tasks, "seen": {"all_correct": score}, "held_out": {"all_correct": score / 2},
@@ -22,16 +27,17 @@ def fake_run(folder: Path, steps: int, score: float) -> None:
 
 def test_reuse_measures_existing_runs_and_tables_every_family(tmp_path, monkeypatch, capsys):
     fake_run(tmp_path / "10min", 1000, 0.5)
-    fake_run(tmp_path / "30min", 3000, 0.9)
+    fake_run(tmp_path / "30min", 3000, 0.9, relations_first_steps=6000)
     monkeypatch.setattr(sys, "argv", ["adherence_benchmark.py", "--budgets", "10", "30", "--reuse", "--output",
                                       str(tmp_path), "--ddpm-images", "0", "--no-readme"])
     ab.main()  # trains nothing: both budgets have their evaluation.json
     result = json.loads((tmp_path / "benchmark.json").read_text())
-    assert [row["steps"] for row in result["rows"]] == [1000, 3000]
+    assert [row["steps"] for row in result["rows"]] == [1000, 9000]  # both runs of the 30-minute job
+    assert [row["images_seen"] for row in result["rows"]] == [32_000, 288_000]
     table = ab.families_table(result)
     assert table in capsys.readouterr().out
     lines = table.splitlines()
-    assert lines[2] == "| family | 10 min (1000 steps) | 30 min (3000 steps) |"
+    assert lines[2] == "| family | 10 min (1000 steps) | 30 min (9000 steps, 6000 of them on relations first) |"
     assert lines[4:] == [f"| {name} | 50.0% / 25.0% | 90.0% / 45.0% |" for name in FAMILIES] + [
         "| mean | 50.0% / 25.0% | 90.0% / 45.0% |"]
 

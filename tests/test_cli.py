@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from noiseunet.data.shapes import FAMILIES
+from noiseunet.data.shapes import FAMILIES, RELATIONS_FIRST
 
 TINY = json.dumps({"block_out_channels": [32, 32], "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
                    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "attention_head_dim": 2})
@@ -24,11 +24,26 @@ def noiseunet(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def test_main_job_trains_samples_and_evaluates(tmp_path):
+    """Both runs of a main job with relations first: a new model on RELATIONS_FIRST, then the main job's
+    mixtures from its pipeline, trained as a new model (text encoder, warmup, cooldown, timestep density)."""
     out = tmp_path / "main"
-    result = noiseunet("main", "--output", str(out), "--max-steps", "3", "--batch-size", "4", "--resolution", "16",
-                       "--unet-config", TINY, "--images-per-prompt", "1")
-    for name in ("samples.png", "evaluation.json", "evaluation.png", "unet", "train_summary.json"):
+    result = noiseunet("main", "--output", str(out), "--max-minutes", "0.2", "--relations-first", "0.05",
+                       "--max-steps", "3", "--batch-size", "4", "--resolution", "16", "--unet-config", TINY,
+                       "--images-per-prompt", "1")
+    for name in ("samples.png", "evaluation.json", "evaluation.png", "unet", "train_summary.json",
+                 "relations-first/unet", "relations-first/train_summary.json"):
         assert (out / name).exists(), name
+    first = json.loads((out / "relations-first" / "train_config.json").read_text())
+    second = json.loads((out / "train_config.json").read_text())
+    assert first["mixture"] == RELATIONS_FIRST and first["max_minutes"] == 0.05 and first["max_steps"] is None
+    assert first["pretrained"] is None and first["unet"] == json.loads(TINY)
+    assert second["pretrained"] == str(out / "relations-first") and second["mixture"] is None
+    assert second["train_text_encoder"] and second["warmup_steps"] == first["warmup_steps"] == 30
+    assert (second["lr_cooldown"], second["timestep_sampling"], second["timestep_logit_mean"]) == (
+        0.3, "logit_normal", 1.2)
+    assert second["max_minutes"] == pytest.approx(0.15) and second["max_steps"] == 3
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 3
+    assert result.stdout.startswith("relations first: 0.05 of the 0.2 minutes on single=0.04")
     report = json.loads((out / "evaluation.json").read_text())
     assert list(report["tasks"]) == list(FAMILIES)  # the main job trains on the mixture and scores every family
     for split in ("seen", "held_out"):
