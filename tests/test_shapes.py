@@ -13,6 +13,7 @@ from noiseunet.data.shapes import (
     LATER_MIXTURE,
     LATER_MIXTURE_FROM,
     POSITIONS,
+    RELATIONS_FIRST,
     SHAPES,
     ShapesDataset,
     ShapeSpec,
@@ -139,6 +140,8 @@ def test_families_and_default_mixture() -> None:
     assert set(LATER_MIXTURE) == set(FAMILIES) and abs(sum(LATER_MIXTURE.values()) - 1) < 1e-9
     assert LATER_MIXTURE["single"] < DEFAULT_MIXTURE["single"]  # the other families get the later images
     assert LATER_MIXTURE["relative_position"] == max(LATER_MIXTURE.values())  # relations need the most images
+    assert set(RELATIONS_FIRST) == set(FAMILIES) and abs(sum(RELATIONS_FIRST.values()) - 1) < 1e-9
+    assert RELATIONS_FIRST["relative_position"] > 0.5 and min(RELATIONS_FIRST.values()) > 0  # every word seen
 
 
 def test_later_mixture_switches_at_its_index_and_changes_nothing_before() -> None:
