@@ -29,10 +29,12 @@ def relations_first_minutes(config: TrainConfig, requested: float | None) -> flo
     """The minutes the main job of ``config`` trains on relations first: ``requested`` (--relations-first),
     checked against the run, else everything before its last MAIN_JOB_MINUTES when the run is a new model
     on the default built-in data budgeted in minutes only (no --max-steps); 0: no relations run."""
+    clashing = [option for option, given in (("--data", config.data not in (None, "shapes")),
+                                             ("--mixture", config.mixture is not None),
+                                             ("--pretrained", bool(config.pretrained))) if given]
     if requested is None:
-        default_run = (config.data in (None, "shapes") and config.mixture is None and not config.pretrained
-                       and config.max_steps is None and config.max_minutes is not None)
-        return max(0.0, config.max_minutes - MAIN_JOB_MINUTES) if default_run else 0.0
+        budgeted_in_minutes = config.max_minutes is not None and config.max_steps is None
+        return max(0.0, config.max_minutes - MAIN_JOB_MINUTES) if budgeted_in_minutes and not clashing else 0.0
     if requested < 0:
         raise ValueError(f"--relations-first must be >= 0 minutes, got {requested:g}")
     if requested == 0:
@@ -40,9 +42,6 @@ def relations_first_minutes(config: TrainConfig, requested: float | None) -> flo
     if config.max_minutes is None or requested >= config.max_minutes:
         raise ValueError(f"--relations-first {requested:g} is a part of --max-minutes, which must be longer "
                          f"(got {config.max_minutes or 0:g})")
-    clashing = [option for option, given in (("--data", config.data not in (None, "shapes")),
-                                             ("--mixture", config.mixture is not None),
-                                             ("--pretrained", bool(config.pretrained))) if given]
     if clashing:
         raise ValueError(f"--relations-first trains a new model on the built-in mixtures; drop {', '.join(clashing)}")
     return requested
