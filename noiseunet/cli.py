@@ -105,7 +105,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       "--pretrained, else logit_normal)")
     a("--timestep-logit-mean", type=float, default=defaults.timestep_logit_mean,
       help="mean of logit_normal (default for a new model: its preset's, 1.8, mostly the noisier half, where layout "
-      "and colour are decided; 1.2 for small-patches, 1 for sd15; 1 with --pretrained; 0: the middle)")
+      "and colour are decided; 1.5 for small, 1.2 for small-patches, 1 for sd15; 1 with --pretrained; 0: the middle)")
     a("--batch-size", type=int, default=defaults.batch_size, help="per process (default: 32 on a CPU, 512 on a GPU)")
     a("--gradient-accumulation-steps", type=int, default=defaults.gradient_accumulation_steps)
     a("--learning-rate", type=float, default=defaults.learning_rate, help="default: 1e-3, and on a GPU with its "

@@ -64,12 +64,14 @@ def test_logit_normal_timesteps_are_sd3s_density_drawn_from_each_samples_generat
     assert (noisier < 250).float().mean() < 0.03 and 0.09 < (noisier >= 900).float().mean() < 0.14  # 1.8%, 11.6%
     with pytest.raises(ValueError, match="--timestep-logit-mean shifts --timestep-sampling logit_normal"):
         TrainConfig(timestep_sampling="uniform", timestep_logit_mean=1.0)
-    for config, low, high in ((TrainConfig(model="small"), 830, 885),  # a new model's: 1000 * sigmoid(1.8) = 858
+    for config, low, high in ((TrainConfig(model="tiny"), 830, 885),  # a new model's: 1000 * sigmoid(1.8) = 858
+                              (TrainConfig(model="small"), 790, 845),  # a folder's small: 1000 * sigmoid(1.5) = 818
                               (TrainConfig(), 740, 800)):  # the shapes' small-patches: 1000 * sigmoid(1.2) = 769
         _, default = draw_noise(x0, [torch.Generator().manual_seed(i) for i in range(len(x0))], 1000,
                                 timesteps_from="logit_normal", logit_mean=config.timestep_density[1])
         assert low < default.float().median() < high
-    assert TrainConfig(model="small").timestep_density == ("logit_normal", 1.8)
+    assert TrainConfig(model="tiny").timestep_density == ("logit_normal", 1.8)
+    assert TrainConfig(model="small").timestep_density == ("logit_normal", 1.5)
     assert TrainConfig().timestep_density == ("logit_normal", 1.2)
     assert TrainConfig(pretrained="runs/base").timestep_density == ("uniform", 1.0)  # as it was trained
 
