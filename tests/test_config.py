@@ -204,10 +204,11 @@ def test_the_warmup_is_the_presets_for_a_new_model_at_the_cpus_batch_unless_told
 
 
 def test_a_new_small_model_trains_noisier_timesteps_unless_told(tmp_path):
-    assert TrainConfig(data=str(tmp_path)).timestep_density == ("logit_normal", NEW_MODEL_LOGIT_MEAN)
+    assert TrainConfig(data=str(tmp_path)).timestep_density == ("logit_normal", 1.5)  # a folder's small
     for config in (TrainConfig(), TrainConfig(data="shapes")):  # small-patches: its preset's mean
         assert config.timestep_density == ("logit_normal", MODEL_PRESETS["small-patches"].timestep_logit_mean)
-    assert TrainConfig(model="small").timestep_density == ("logit_normal", NEW_MODEL_LOGIT_MEAN)
+    assert TrainConfig(model="small").timestep_density == ("logit_normal", MODEL_PRESETS["small"].timestep_logit_mean)
+    assert TrainConfig(data=str(tmp_path), model="base").timestep_density == ("logit_normal", NEW_MODEL_LOGIT_MEAN)
     assert TrainConfig(data=str(tmp_path), timestep_logit_mean=1.0).timestep_density == ("logit_normal", 1.0)
     assert TrainConfig(data=str(tmp_path), model="sd15").timestep_density == ("logit_normal", 1.0)
     assert TrainConfig(data=str(tmp_path), pretrained="runs/base").timestep_density == ("uniform", 1.0)
